@@ -1,0 +1,43 @@
+# Shared helpers: config validation, dataset lookups, target lists.  No rule lives here.
+
+from pathlib import Path
+
+from ctsurv.config import validate_config
+
+
+# Stops the run with a message that names the key and what was expected.
+config = validate_config(config, schema=workflow.source_path("../workflow/schemas/config.schema.yaml"))
+
+DATASETS = list(config["datasets"])
+SURVIVAL_DATASETS = [d for d, spec in config["datasets"].items() if spec["role"] == "survival"]
+PRETRAIN_DATASETS = [d for d, spec in config["datasets"].items() if spec["role"] == "pretrain"]
+DEMO_DATASETS = [d for d, spec in config["datasets"].items() if spec["adapter"] == "demo"]
+
+
+wildcard_constraints:
+    dataset="|".join(DATASETS) if DATASETS else "NONE",
+
+
+def dataset_spec(wildcards):
+    return config["datasets"][wildcards.dataset]
+
+
+def demo_manifest(dataset):
+    return f"{config['demo']['outdir']}/{dataset}/manifest.csv"
+
+
+def all_targets():
+    targets = expand("results/{dataset}/cohort.parquet", dataset=DATASETS)
+    targets += stage_targets()
+    return targets
+
+
+# Each stage's .smk appends its final outputs here (a list of callables of no argument).
+STAGE_TARGETS = []
+
+
+def stage_targets():
+    out = []
+    for make in STAGE_TARGETS:
+        out += make()
+    return out

@@ -1,0 +1,1 @@
+# Data: the demo cohort generator and dataset ingest (cohort tables).

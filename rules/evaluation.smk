@@ -1,0 +1,1 @@
+# Evaluation: metrics, Kaplan-Meier figures, the results table.

@@ -1,0 +1,1 @@
+# Imaging: CT preprocessing (Merlin's chain), QC, and the image / clinical-text feature caches.

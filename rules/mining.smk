@@ -1,0 +1,1 @@
+# Report mining: word frequencies, top medical words, bar plot.

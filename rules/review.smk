@@ -1,0 +1,1 @@
+# Clinician review round-trip and LLaVA-style instruction data.

@@ -1,0 +1,1 @@
+# Training: survival baselines (CoxPH, DeepSurv, DeepHit on clinical / text / image / both).

@@ -1,0 +1,1 @@
+"""Answer extraction: the six questions answered from each report by a backend."""

@@ -1,0 +1,87 @@
+"""On-disk feature stores: float16 arrays addressable by study id, memory-mapped on read.
+
+A store is a directory::
+
+    index.parquet      one row per study, column ``study_id``, in array order
+    <name>.npy         one array per feature kind, first axis = studies (float16)
+
+Image features use ``pooled`` (N, 2048) and ``tokens`` (N, T, 2048); text features use
+``pooled`` (N, D).  Stores are written to a temporary directory and renamed into place, so
+a reader never sees a half-written store.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .errors import DataError
+
+
+def write_features(path: str | Path, study_ids: Sequence[str], arrays: Mapping[str, np.ndarray]) -> Path:
+    """Write ``arrays`` (first axis aligned with ``study_ids``) as a store at ``path``."""
+    path = Path(path)
+    ids = [str(s) for s in study_ids]
+    if len(set(ids)) != len(ids):
+        raise DataError(f"feature store {path}: duplicate study ids")
+    for name, arr in arrays.items():
+        if arr.shape[0] != len(ids):
+            raise DataError(f"feature store {path}: '{name}' has {arr.shape[0]} rows for {len(ids)} studies")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        pd.DataFrame({"study_id": ids}).to_parquet(tmp / "index.parquet", index=False)
+        for name, arr in arrays.items():
+            np.save(tmp / f"{name}.npy", np.asarray(arr, dtype=np.float16))
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+class FeatureStore:
+    """Read-only view of a store; arrays are memory-mapped, rows looked up by study id."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        index = self.path / "index.parquet"
+        if not index.exists():
+            raise DataError(f"{self.path} is not a feature store (no index.parquet); run the encoding step first")
+        self.study_ids: list[str] = pd.read_parquet(index)["study_id"].astype(str).tolist()
+        self._row = {s: i for i, s in enumerate(self.study_ids)}
+
+    def names(self) -> list[str]:
+        return sorted(p.stem for p in self.path.glob("*.npy"))
+
+    def array(self, name: str = "pooled") -> np.ndarray:
+        file = self.path / f"{name}.npy"
+        if not file.exists():
+            raise DataError(f"feature store {self.path} has no '{name}' features (has: {', '.join(self.names())})")
+        return np.load(file, mmap_mode="r")
+
+    def get(self, study_ids: Sequence[str], name: str = "pooled", dtype=np.float32) -> np.ndarray:
+        """Rows for ``study_ids`` in that order; a missing study is an error naming it."""
+        missing = [s for s in study_ids if s not in self._row]
+        if missing:
+            raise DataError(
+                f"feature store {self.path} has no features for {len(missing)} studies, e.g. '{missing[0]}'; "
+                "re-run the encoding step (or check on_bad_image: skip in the QC table)"
+            )
+        arr = self.array(name)
+        rows = np.fromiter((self._row[s] for s in study_ids), dtype=np.int64, count=len(study_ids))
+        return np.asarray(arr[rows], dtype=dtype)
+
+    def __contains__(self, study_id: str) -> bool:
+        return study_id in self._row
+
+    def __len__(self) -> int:
+        return len(self.study_ids)
