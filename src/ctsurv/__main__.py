@@ -1,0 +1,5 @@
+import sys
+
+from ctsurv.cli import main
+
+sys.exit(main())
