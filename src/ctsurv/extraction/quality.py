@@ -82,7 +82,7 @@ def score_answers(answers: pd.DataFrame, gold: pd.DataFrame) -> pd.DataFrame:
         n_location, location, missing`` (agreements are fractions in [0, 1], NaN when there is
         nothing to compare; ``missing`` counts gold rows without an answer, scored as wrong).
     """
-    merged = gold.merge(
+    merged = gold[["study_id", "question_id", "present", "size_mm", "location"]].merge(
         answers[["study_id", "question_id", "answer", "status"]], on=["study_id", "question_id"], how="left"
     )
     merged["missing"] = merged["status"].isna()

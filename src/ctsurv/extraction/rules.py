@@ -53,8 +53,8 @@ def split_sentences(text: str) -> list[str]:
         if mark[0] == ".":
             before = re.search(r"([\w.]+)$", text[start : match.start()])
             word = before.group(1).lower() if before else ""
-            if word in _ABBREVIATIONS or (len(word) == 1 and word.isalpha() and word.isupper() is False and
-                                          text[match.start() - 1].isupper()):
+            # an abbreviation, or an initial such as the "J." of "J. Smith"
+            if word in _ABBREVIATIONS or (len(word) == 1 and text[match.start() - 1].isupper()):
                 continue
         end = match.end() if mark[0] in ".!?" else match.start()
         piece = text[start:end].strip(" \t\r\n\"';")

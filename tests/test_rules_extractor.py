@@ -1,0 +1,157 @@
+"""The rules backend, the questions file and the quality scores."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from ctsurv.errors import ConfigError
+from ctsurv.extraction.base import NOT_MENTIONED, Question
+from ctsurv.extraction.quality import label_agreement, location_agrees, parse_sizes_mm, score_answers
+from ctsurv.extraction.questions import PAPER_QUESTION_IDS, load_questions
+from ctsurv.extraction.rules import RulesBackend, answer_presence, split_sentences
+
+QUESTIONS = [Question(q, q) for q in PAPER_QUESTION_IDS]
+
+REPORT = (
+    "Dr. Smith requested the study. A spiculated mass measuring 3.2 x 2.1 cm is seen in the right upper lobe. "
+    "Enlarged 14 mm lymph node in the subcarinal station. No pleural effusion. "
+    "No evidence of distant metastases; the liver and adrenal glands are unremarkable. "
+    "The tumor encases the right pulmonary artery. Bone structures are natural."
+)
+
+
+def answers_of(report: str) -> dict[str, tuple[str, str]]:
+    (answers,) = RulesBackend().extract([report], QUESTIONS)
+    return {a.question_id: (a.answer, a.status) for a in answers}
+
+
+def test_sentences_keep_decimals_measurements_and_abbreviations():
+    assert split_sentences('Dr. Lee: a 3.2 cm mass, approx. 13x9.3 mm node. No effusion; no pneumothorax. "Impression') == [
+        "Dr. Lee: a 3.2 cm mass, approx. 13x9.3 mm node.", "No effusion", "no pneumothorax.", "Impression"]
+    assert split_sentences("") == []
+
+
+def test_answers_are_verbatim_topic_sentences():
+    out = answers_of(REPORT)
+    assert out["primary_tumor"] == (
+        "A spiculated mass measuring 3.2 x 2.1 cm is seen in the right upper lobe. "
+        "The tumor encases the right pulmonary artery.", "ok")
+    assert out["lymph_nodes"] == ("Enlarged 14 mm lymph node in the subcarinal station.", "ok")
+    assert out["pleura"] == ("No pleural effusion.", "ok")
+    assert out["vessels"] == ("The tumor encases the right pulmonary artery.", "ok")
+    assert out["bones"] == ("Bone structures are natural.", "ok")
+
+
+@pytest.mark.parametrize(
+    "qid, expected",
+    [("primary_tumor", True), ("lymph_nodes", True), ("pleura", False), ("metastases", False),
+     ("vessels", True), ("bones", False)],
+)
+def test_presence_keeps_negations(qid, expected):
+    answer, status = answers_of(REPORT)[qid]
+    assert answer_presence(qid, answer, status) is expected
+
+
+@pytest.mark.parametrize(
+    "sentence, present",
+    [
+        ("No pleural effusion.", False),
+        ("Pleural effusion-thickening was not detected.", False),
+        ("Small left pleural effusion.", True),
+        ("Right pleural effusion without pneumothorax.", True),
+        ("There is no pleural effusion, but a right pneumothorax is seen.", True),
+        ("Pericardial effusion-thickening was not observed.", None),  # not pleural: off topic
+        ("A pleural-based nodule in the left lower lobe.", None),  # locates a nodule
+        ("Free of pleural effusion.", False),
+    ],
+)
+def test_pleura_negation(sentence, present):
+    answer, status = answers_of(sentence)["pleura"]
+    if present is None:
+        assert (answer, status) == (NOT_MENTIONED, "not_mentioned")
+    else:
+        assert status == "ok" and answer_presence("pleura", answer, status) is present
+
+
+def test_silent_report_is_not_mentioned_and_bad_input_fails_alone():
+    (silent, bad) = RulesBackend().extract(["Heart size is normal.", None], QUESTIONS)
+    assert {a.status for a in silent} == {"not_mentioned"} and {a.answer for a in silent} == {NOT_MENTIONED}
+    assert {a.status for a in bad} == {"not_mentioned"}  # no text: nothing mentioned, no failure
+
+
+def test_long_topics_are_capped_affirmed_first():
+    report = " ".join([f"No nodule in segment {i}." for i in range(6)] + ["A 9 mm nodule in the left lower lobe."])
+    answer, _ = RulesBackend(max_sentences=2).answer(split_sentences(report), Question("primary_tumor", "?")).answer, None
+    assert answer == "No nodule in segment 0. A 9 mm nodule in the left lower lobe."
+
+
+def test_unknown_question_is_a_config_error():
+    with pytest.raises(ConfigError, match="'smoking'.*knows only"):
+        RulesBackend().extract(["x"], [Question("smoking", "Does the patient smoke?")])
+
+
+def test_answer_presence_of_other_backends():
+    assert answer_presence("pleura", "None.") is False
+    assert answer_presence("pleura", NOT_MENTIONED, "not_mentioned") is False
+    assert answer_presence("pleura", "", "failed") is None
+    assert answer_presence("bones", "Lytic lesion in T7.") is True
+
+
+def test_questions_file(repo, tmp_path):
+    questions = load_questions(repo / "config" / "questions.yaml")
+    assert tuple(q.id for q in questions) == PAPER_QUESTION_IDS
+    bad = tmp_path / "q.yaml"
+    bad.write_text("questions:\n  - {id: pleura, text: 'A'}\n  - {id: pleura, text: 'B'}\n")
+    with pytest.raises(ConfigError, match=r"q.yaml, questions\[1\] \(id 'pleura'\): duplicate id"):
+        load_questions(bad)
+    bad.write_text("questions:\n  - {id: Bad-Id, text: 'A'}\n")
+    with pytest.raises(ConfigError, match=r"questions\[0\]: 'id' must be a snake_case"):
+        load_questions(bad)
+    bad.write_text("questions:\n  - {id: a, text: ''}\n")
+    with pytest.raises(ConfigError, match="non-empty"):
+        load_questions(bad)
+    bad.write_text("version: 1\n")
+    with pytest.raises(ConfigError, match="'questions'"):
+        load_questions(bad)
+
+
+def test_sizes_and_locations():
+    assert parse_sizes_mm("a 3.2 cm mass, a 13x9.3 mm node and 1,5 cm") == [32.0, 13.0, 15.0]
+    assert location_agrees("Mass in the RUL.", "right upper lobe")
+    assert not location_agrees("Mass in the left upper lobe.", "right upper lobe")
+
+
+def test_score_answers_counts_each_agreement():
+    gold = pd.DataFrame({
+        "study_id": ["a", "a", "b", "b"],
+        "question_id": ["primary_tumor", "pleura"] * 2,
+        "answer": ["", "", "", ""],
+        "present": [True, False, True, True],
+        "size_mm": [32.0, None, 20.0, None],
+        "location": ["right upper lobe", None, "left lower lobe", "left"],
+    })
+    answers = pd.DataFrame({
+        "study_id": ["a", "a", "b"],
+        "question_id": ["primary_tumor", "pleura", "primary_tumor"],
+        "answer": ["A 3.2 cm mass in the RUL.", "No pleural effusion.", "A 15 mm nodule in the left upper lobe."],
+        "status": ["ok", "ok", "ok"],
+    })
+    table = score_answers(answers, gold).set_index("question_id")
+    assert table.loc["primary_tumor", ["n", "presence", "n_size", "size", "n_location", "location"]].tolist() == [
+        2, 1.0, 2, 0.5, 2, 0.5]
+    assert table.loc["pleura", "presence"] == 0.5 and table.loc["pleura", "missing"] == 1
+    assert table.loc["all", "presence"] == 0.75
+
+
+def test_real_reports_agree_with_labels(ct_rate_reports_dir):
+    reports = pd.read_csv(ct_rate_reports_dir / "train.csv")
+    answers = RulesBackend().extract(list(reports["report_text"]), [Question("pleura", "?"), Question("lymph_nodes", "?")])
+    table = pd.DataFrame(
+        [(sid, a.question_id, a.answer, a.status) for sid, row in zip(reports["AccessionNo"], answers) for a in row],
+        columns=["study_id", "question_id", "answer", "status"],
+    )
+    agreement = label_agreement(table, reports, id_column="AccessionNo").set_index("question_id")["agreement"]
+    # measured 0.991 / 0.955 on the 800 reports
+    assert agreement["pleura (effusion only)"] >= 0.97
+    assert agreement["lymph_nodes"] >= 0.92
