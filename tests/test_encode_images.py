@@ -1,0 +1,169 @@
+"""Encoding a cohort into the image-feature store: values, order, resume, idempotence."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from ctsurv.errors import DataError
+from ctsurv.features import FeatureStore
+from ctsurv.imaging import encode as encode_mod
+from ctsurv.imaging.encode import encode_cohort, resolve_precision
+from ctsurv.imaging.merlin import build_encoder
+
+SHAPE = (32, 32, 32)
+
+
+def volumes(n: int, seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {f"s{i:02d}": rng.random(SHAPE, dtype=np.float32) for i in range(n)}
+
+
+class CountingLoader:
+    """Feeds arrays by study id and counts the calls; can fail on one study like a killed job."""
+
+    def __init__(self, data: dict[str, np.ndarray], fail_on: str | None = None):
+        self.data, self.fail_on, self.calls = data, fail_on, []
+
+    def __call__(self, study_id: str) -> np.ndarray:
+        if study_id == self.fail_on:
+            raise KeyboardInterrupt(f"killed while reading {study_id}")
+        self.calls.append(study_id)
+        return self.data[study_id]
+
+
+def model(seed: int = 0):
+    return build_encoder(None, layers=(1, 1, 1, 1), width=8, seed=seed)
+
+
+def direct(enc, data, ids, mode="inplane"):
+    batch = torch.from_numpy(np.stack([data[s] for s in ids]))[:, None]
+    with torch.inference_mode():
+        return [t.numpy() for t in enc.encode(batch, mode)]
+
+
+def test_store_holds_float16_features_by_study_id(tmp_path):
+    data = volumes(5)
+    ids = ["s03", "s00", "s04", "s01", "s02"]
+    enc = model()
+    out = encode_cohort(ids, None, tmp_path / "image", enc, tokens=49, batch_size=2, device="cpu",
+                        precision="fp32", loader=CountingLoader(data))
+    store = FeatureStore(out)
+    assert store.study_ids == ids
+    assert store.array("pooled").dtype == np.float16 and store.array("tokens").dtype == np.float16
+    assert store.array("pooled").shape == (5, 256) and store.array("tokens").shape == (5, 1, 256)
+    pooled, tokens = direct(enc, data, ["s04", "s00"])
+    np.testing.assert_allclose(store.get(["s04", "s00"], "pooled"), pooled, rtol=2e-3, atol=1e-4)
+    np.testing.assert_allclose(store.get(["s04", "s00"], "tokens"), tokens, rtol=2e-3, atol=1e-4)
+    meta = json.loads((out / "encoder.json").read_text())
+    assert meta["token_mode"] == "inplane" and meta["n_tokens"] == 1 and meta["layers"] == [1, 1, 1, 1]
+    assert not (tmp_path / ".image.partial").exists()
+
+
+def test_490_tokens_keeps_every_layer4_position(tmp_path):
+    data = volumes(2)
+    store = FeatureStore(encode_cohort(list(data), None, tmp_path / "image", model(), tokens=490, device="cpu",
+                                       precision="fp32", loader=CountingLoader(data)))
+    assert store.array("tokens").shape == (2, 2 * 1 * 1, 256)  # Z' x X' x Y' = 2 x 1 x 1 at 32^3
+
+
+def test_second_run_is_a_no_op(tmp_path):
+    data = volumes(3)
+    encode_cohort(list(data), None, tmp_path / "image", model(), device="cpu", precision="fp32",
+                  loader=CountingLoader(data))
+    before = (tmp_path / "image" / "pooled.npy").stat().st_mtime_ns
+    again = CountingLoader(data)
+    encode_cohort(list(data), None, tmp_path / "image", model(), device="cpu", precision="fp32", loader=again)
+    assert again.calls == []
+    assert (tmp_path / "image" / "pooled.npy").stat().st_mtime_ns == before
+    # Another encoder (other weights) or another study list re-encodes.
+    other = CountingLoader(data)
+    encode_cohort(list(data), None, tmp_path / "image", model(seed=5), device="cpu", precision="fp32", loader=other)
+    assert sorted(other.calls) == sorted(data)
+    fewer = CountingLoader(data)
+    encode_cohort(["s00", "s02"], None, tmp_path / "image", model(seed=5), device="cpu", precision="fp32", loader=fewer)
+    assert fewer.calls == ["s00", "s02"] and FeatureStore(tmp_path / "image").study_ids == ["s00", "s02"]
+
+
+def test_killed_job_resumes_from_its_shards(tmp_path):
+    data = volumes(6)
+    ids = list(data)
+    with pytest.raises(KeyboardInterrupt):
+        encode_cohort(ids, None, tmp_path / "image", model(), batch_size=2, device="cpu", precision="fp32",
+                      loader=CountingLoader(data, fail_on="s04"))
+    partial = tmp_path / ".image.partial"
+    assert len(list(partial.glob("shard-*.npz"))) == 2  # s00-s01 and s02-s03 were saved
+    assert not (tmp_path / "image").exists()
+
+    resumed = CountingLoader(data)
+    encode_cohort(ids, None, tmp_path / "image", model(), batch_size=2, device="cpu", precision="fp32", loader=resumed)
+    assert resumed.calls == ["s04", "s05"]
+    clean = encode_cohort(ids, None, tmp_path / "clean", model(), batch_size=3, device="cpu", precision="fp32",
+                          loader=CountingLoader(data))
+    np.testing.assert_array_equal(FeatureStore(tmp_path / "image").array("tokens"), FeatureStore(clean).array("tokens"))
+
+
+def test_partial_results_of_another_encoder_are_discarded(tmp_path):
+    data = volumes(4)
+    with pytest.raises(KeyboardInterrupt):
+        encode_cohort(list(data), None, tmp_path / "image", model(seed=1), batch_size=1, device="cpu",
+                      precision="fp32", loader=CountingLoader(data, fail_on="s02"))
+    loader = CountingLoader(data)
+    encode_cohort(list(data), None, tmp_path / "image", model(seed=2), batch_size=1, device="cpu",
+                  precision="fp32", loader=loader)
+    assert loader.calls == list(data)
+
+
+def test_reads_the_preprocessed_cache_with_loader_workers(tmp_path):
+    from ctsurv.imaging.cache import cached_study_ids, write_entry
+
+    data = volumes(3)
+    for sid, vol in data.items():
+        write_entry(tmp_path / "ct", sid, vol, key={"source": sid}, precision="float32")
+    ids = cached_study_ids(tmp_path / "ct")
+    enc = model()
+    out = encode_cohort(ids, tmp_path / "ct", tmp_path / "image", enc, batch_size=2, device="cpu",
+                        precision="fp32", num_workers=2)
+    pooled, _ = direct(enc, data, ids)
+    np.testing.assert_allclose(FeatureStore(out).get(ids, "pooled"), pooled, rtol=2e-3, atol=1e-4)
+
+
+def test_bad_inputs_are_reported_by_study(tmp_path):
+    data = volumes(2)
+    data["s01"] = np.zeros((32, 32, 16), np.float32)
+    with pytest.raises(DataError, match="study 's01'.*imaging.size"):
+        encode_cohort(list(data), None, tmp_path / "image", model(), batch_size=2, device="cpu",
+                      precision="fp32", loader=CountingLoader(data))
+    with pytest.raises(DataError, match="duplicate"):
+        encode_cohort(["a", "a"], None, tmp_path / "x", model(), loader=CountingLoader({}))
+    with pytest.raises(DataError, match="no studies"):
+        encode_cohort([], tmp_path / "ct", tmp_path / "x", model())
+    with pytest.raises(DataError, match="not in the preprocessed cache"):
+        encode_cohort(["nope"], tmp_path / "ct", tmp_path / "x", model(), device="cpu")
+
+
+def test_precision_choice(monkeypatch):
+    cpu = torch.device("cpu")
+    assert resolve_precision("fp32", cpu) is None
+    assert resolve_precision("bf16", cpu) is torch.bfloat16
+    monkeypatch.setattr(encode_mod, "cpu_has_bf16", lambda: True)
+    assert resolve_precision("auto", cpu) is torch.bfloat16
+    monkeypatch.setattr(encode_mod, "cpu_has_bf16", lambda: False)
+    assert resolve_precision("auto", cpu) is None
+    with pytest.raises(ValueError, match="precision"):
+        resolve_precision("fp16", cpu)
+
+
+def test_bf16_encoding_matches_fp32(tmp_path):
+    data = volumes(2)
+    fp32 = encode_cohort(list(data), None, tmp_path / "a", model(), device="cpu", precision="fp32",
+                         loader=CountingLoader(data))
+    bf16 = encode_cohort(list(data), None, tmp_path / "b", model(), device="cpu", precision="bf16",
+                         loader=CountingLoader(data))
+    a = FeatureStore(fp32).array("pooled").astype(np.float32)
+    b = FeatureStore(bf16).array("pooled").astype(np.float32)
+    cosine = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    assert cosine.min() > 0.999
