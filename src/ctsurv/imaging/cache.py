@@ -86,7 +86,7 @@ def _atomic_write(path: Path, write) -> None:
 
 
 def write_entry(cache_dir: str | Path, study_id: str, volume: np.ndarray, key: dict[str, Any],
-                precision: str = "uint16") -> Path:
+                precision: str = "uint16", qc: dict[str, Any] | None = None) -> Path:
     """Store one preprocessed volume atomically.
 
     Args:
@@ -96,6 +96,7 @@ def write_entry(cache_dir: str | Path, study_id: str, volume: np.ndarray, key: d
         key: what the volume was made from (source path, size, mtime, settings); a later
             run skips the study when its key is the same.
         precision: one of :data:`PRECISIONS`.
+        qc: the study's QC row, kept so that a skipped study still has one.
 
     Returns:
         The path of the ``.npy`` file.
@@ -103,20 +104,37 @@ def write_entry(cache_dir: str | Path, study_id: str, volume: np.ndarray, key: d
     stored = encode(volume, precision)
     path = volume_path(cache_dir, study_id)
     _atomic_write(path, lambda fh: np.save(fh, stored, allow_pickle=False))
-    meta = {"study_id": str(study_id), "precision": precision, "shape": list(stored.shape), "key": key}
+    meta = {"study_id": str(study_id), "precision": precision, "shape": list(stored.shape), "key": key, "qc": qc}
     _atomic_write(_meta_path(cache_dir, study_id), lambda fh: fh.write(json.dumps(meta, sort_keys=True).encode()))
     return path
 
 
-def entry_key(cache_dir: str | Path, study_id: str) -> dict[str, Any] | None:
-    """The key a study was cached with, or None when it is not (completely) in the cache."""
+def _read_meta(cache_dir: str | Path, study_id: str) -> dict[str, Any] | None:
     meta = _meta_path(cache_dir, study_id)
     if not meta.exists() or not volume_path(cache_dir, study_id).exists():
         return None
     try:
-        return json.loads(meta.read_text(encoding="utf-8")).get("key")
+        return json.loads(meta.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
+
+
+def remove_entry(cache_dir: str | Path, study_id: str) -> None:
+    """Drop a study from the cache (its source became unusable)."""
+    _meta_path(cache_dir, study_id).unlink(missing_ok=True)
+    volume_path(cache_dir, study_id).unlink(missing_ok=True)
+
+
+def entry_key(cache_dir: str | Path, study_id: str) -> dict[str, Any] | None:
+    """The key a study was cached with, or None when it is not (completely) in the cache."""
+    meta = _read_meta(cache_dir, study_id)
+    return None if meta is None else meta.get("key")
+
+
+def entry_qc(cache_dir: str | Path, study_id: str) -> dict[str, Any] | None:
+    """The QC row stored with a study's cache entry, or None."""
+    meta = _read_meta(cache_dir, study_id)
+    return None if meta is None else meta.get("qc")
 
 
 def cached_study_ids(cache_dir: str | Path) -> list[str]:
@@ -161,3 +179,161 @@ def load_preprocessed(cache_dir: str | Path, study_id: str, mmap: bool = False) 
         )
     stored = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
     return decode(stored)
+
+
+# ---------------------------------------------------------------------------------------
+# Filling the cache from a cohort table.
+
+# Bump when the preprocessing's numbers change, so that old cache entries are redone.
+CHAIN_VERSION = 1
+_OVERRIDE_COLUMNS = ("spacing_x", "spacing_y", "spacing_z", "rescale_slope", "rescale_intercept")
+
+
+def source_fingerprint(path: str | Path) -> dict[str, Any]:
+    """Path, total size and newest mtime of an image file or a DICOM folder."""
+    path = Path(path)
+    if path.is_dir():
+        files = [p for p in path.iterdir() if p.is_file()]
+        stats = [p.stat() for p in files]
+        return {"path": str(path.resolve()), "files": len(files), "bytes": sum(s.st_size for s in stats),
+                "mtime_ns": max((s.st_mtime_ns for s in stats), default=0)}
+    if path.exists():
+        st = path.stat()
+        return {"path": str(path.resolve()), "bytes": st.st_size, "mtime_ns": st.st_mtime_ns}
+    return {"path": str(path), "missing": True}
+
+
+def _override(row: dict[str, Any], names: tuple[str, ...]):
+    values = [row.get(n) for n in names]
+    present = [v is not None and not (isinstance(v, float) and np.isnan(v)) for v in values]
+    if not any(present):
+        return None
+    return tuple(float(v) if ok else float("nan") for v, ok in zip(values, present))
+
+
+def study_key(row: dict[str, Any], spacing, size, precision: str) -> dict[str, Any]:
+    """Everything a study's cache entry depends on: source, overrides, settings, version."""
+    return {
+        "source": source_fingerprint(row["image"]),
+        "overrides": {c: (None if row.get(c) is None or (isinstance(row.get(c), float) and np.isnan(row.get(c)))
+                          else float(row[c])) for c in _OVERRIDE_COLUMNS},
+        "spacing": [float(s) for s in spacing],
+        "size": [int(s) for s in size],
+        "precision": precision,
+        "version": CHAIN_VERSION,
+    }
+
+
+def _process_study(task: tuple[dict[str, Any], str, list, list, str, dict]) -> dict[str, Any]:
+    """Read, preprocess and store one study; returns its QC row.  Runs in a worker."""
+    from .io import BadImageError, hu_summary, read_ct, check_ct_like
+    from .preprocess import preprocess_volume
+
+    row, cache_dir, spacing, size, precision, key = task
+    study = str(row["study_id"])
+    qc: dict[str, Any] = {"study_id": study, "image": str(row["image"])}
+    try:
+        volume = read_ct(row["image"], study_id=study,
+                         spacing=_override(row, _OVERRIDE_COLUMNS[:3]),
+                         rescale=_override(row, _OVERRIDE_COLUMNS[3:]), check_ct=False)
+        qc.update(format=volume.info.get("format"), orientation=volume.orientation)
+        qc.update({f"shape_{a}": n for a, n in zip("xyz", volume.shape_xyz)})
+        qc.update({f"spacing_{a}": s for a, s in zip("xyz", volume.spacing)})
+        summary = hu_summary(volume)
+        qc.update({k: summary[k] for k in ("hu_min", "hu_max", "hu_p01", "hu_p99")})
+        check_ct_like(volume, summary)
+        out = preprocess_volume(volume, spacing, size)
+        qc.update(out_mean=float(out.array.mean()), status="ok", flags="", error=None)
+        write_entry(cache_dir, study, out.array, key, precision, qc=qc)
+    except BadImageError as err:
+        qc.update(status="bad", flags=err.flag, error=str(err))
+    except Exception as err:  # noqa: BLE001 - one broken file must not stop the others
+        qc.update(status="bad", flags="unreadable", error=f"study '{study}' ({row['image']}): {type(err).__name__}: {err}")
+    if qc["status"] == "bad":
+        remove_entry(cache_dir, study)  # a stale volume must not stand in for a broken source
+    return qc
+
+
+def _init_worker(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def preprocess_cohort(cohort_df, cache_dir: str | Path, spacing, size, workers: int = 1,
+                      on_bad_image: str = "error", precision: str = "uint16"):
+    """Preprocess every study of a cohort into the cache; return the QC table.
+
+    Studies whose entry exists with the same key (source path, size, mtime, overrides,
+    settings) are skipped.  Each study is written as soon as it is done, so an interrupted
+    or failed run keeps the others' work.
+
+    Args:
+        cohort_df: cohort table with ``study_id``, ``image`` and optionally
+            ``spacing_x/y/z``, ``rescale_slope``, ``rescale_intercept`` (overrides).
+        cache_dir: the cache folder (``results/{dataset}/ct``).
+        spacing: target spacing (x, y, z) in mm.
+        size: output size (X, Y, Z).
+        workers: processes; each gets ``cpu_count // workers`` torch threads.
+        on_bad_image: ``"error"`` raises after all studies are done, naming every bad
+            image; ``"skip"`` leaves bad images out (they stay in the QC table).
+        precision: stored precision, one of :data:`PRECISIONS`.
+
+    Returns:
+        pandas DataFrame, one row per study: ``study_id, image, status`` (ok / cached /
+        bad), ``flags``, ``error``, ``format``, ``orientation``, ``shape_x/y/z``,
+        ``spacing_x/y/z`` (original), ``hu_min, hu_max, hu_p01, hu_p99``, ``out_mean``.
+
+    Raises:
+        DataError: ``on_bad_image == "error"`` and at least one image is bad.
+    """
+    import pandas as pd
+    from tqdm.auto import tqdm
+
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if on_bad_image not in ("error", "skip"):
+        raise ValueError(f"on_bad_image must be 'error' or 'skip', got {on_bad_image!r}")
+    cache_dir = Path(cache_dir)
+    (cache_dir / VOLUMES).mkdir(parents=True, exist_ok=True)
+    rows = cohort_df.to_dict("records")
+    spacing, size = [float(s) for s in spacing], [int(s) for s in size]
+
+    results, tasks = [], []
+    for row in rows:
+        key = study_key(row, spacing, size, precision)
+        if entry_key(cache_dir, row["study_id"]) == key:
+            qc = entry_qc(cache_dir, row["study_id"]) or {"study_id": str(row["study_id"]), "image": str(row["image"])}
+            results.append({**qc, "status": "cached"})
+        else:
+            tasks.append((row, str(cache_dir), spacing, size, precision, key))
+
+    bar = tqdm(total=len(tasks), desc="preprocess CT", unit="study", disable=not tasks)
+    if workers <= 1 or len(tasks) <= 1:
+        for task in tasks:
+            results.append(_process_study(task))
+            bar.update()
+    else:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        # spawn: forking a process that already runs torch's thread pool can deadlock.
+        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"),
+                                 initializer=_init_worker, initargs=(threads,)) as pool:
+            for fut in as_completed([pool.submit(_process_study, t) for t in tasks]):
+                results.append(fut.result())
+                bar.update()
+    bar.close()
+
+    order = {str(r["study_id"]): i for i, r in enumerate(rows)}
+    table = pd.DataFrame(results)
+    table = table.sort_values("study_id", key=lambda s: s.map(order)).reset_index(drop=True)
+    bad = table[table["status"] == "bad"]
+    if len(bad) and on_bad_image == "error":
+        listing = "\n".join(f"  - {e}" for e in bad["error"])
+        raise DataError(
+            f"{len(bad)} of {len(table)} images cannot be used (the others are cached):\n{listing}\n"
+            "Fix or remove them, or set imaging.on_bad_image: skip to leave them out"
+        )
+    return table

@@ -80,6 +80,19 @@ class CtVolume:
         return "".join(nio.aff2axcodes(self.affine))
 
 
+class BadImageError(DataError):
+    """An image that cannot be used; ``flag`` names the problem for the QC table.
+
+    Args:
+        flag: short problem name, e.g. ``"missing slices"``, ``"not CT-like"``.
+        message: the full message naming the study, the file and the fix.
+    """
+
+    def __init__(self, flag: str, message: str):
+        super().__init__(message)
+        self.flag = flag
+
+
 def _where(study_id: str, path: Path | str) -> str:
     return f"study '{study_id}' ({path})" if study_id else str(path)
 
@@ -107,9 +120,10 @@ def _dicom_files(folder: Path, study_id: str) -> list[str]:
     where = _where(study_id, folder)
     series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
     if not series:
-        raise DataError(f"{where}: no DICOM series found in the folder; point 'image' at a NIfTI/NRRD/MHA file or a folder of one DICOM series")
+        raise BadImageError("no DICOM series", f"{where}: no DICOM series found in the folder; point 'image' at a NIfTI/NRRD/MHA file or a folder of one DICOM series")
     if len(series) > 1:
-        raise DataError(
+        raise BadImageError(
+            "several series",
             f"{where}: the folder holds {len(series)} DICOM series ({', '.join(series)}); "
             "put each series in its own folder and list it as its own study"
         )
@@ -132,22 +146,24 @@ def check_slice_positions(positions: np.ndarray, where: str) -> float:
     """
     pos = np.sort(np.asarray(positions, dtype=np.float64))
     if len(pos) < 2:
-        raise DataError(f"{where}: only {len(pos)} DICOM slice; a 3D CT series needs several")
+        raise BadImageError("2D image", f"{where}: only {len(pos)} DICOM slice; a 3D CT series needs several")
     gaps = np.diff(pos)
     step = float(np.median(gaps))
     if step <= 1e-6 or np.any(gaps <= 1e-3 * step):
-        raise DataError(f"{where}: two DICOM slices share one position; the folder mixes acquisitions or holds duplicates")
+        raise BadImageError("duplicate slices", f"{where}: two DICOM slices share one position; the folder mixes acquisitions or holds duplicates")
     big = np.flatnonzero(gaps > _GAP_FACTOR * step)
     if big.size:
         i = int(big[0])
         missing = int(round(gaps[i] / step)) - 1
-        raise DataError(
+        raise BadImageError(
+            "missing slices",
             f"{where}: missing slices: gap of {gaps[i]:.3g} mm between slice positions {pos[i]:.3g} and "
             f"{pos[i + 1]:.3g} mm where the spacing is {step:.3g} mm (about {missing} slice(s) missing); "
             "re-export the complete series"
         )
     if np.any(np.abs(gaps - step) > _SPACING_RTOL * step):
-        raise DataError(
+        raise BadImageError(
+            "uneven spacing",
             f"{where}: uneven slice spacing ({gaps.min():.4g} to {gaps.max():.4g} mm); "
             "resample the series to uniform spacing before use"
         )
@@ -166,12 +182,12 @@ def _read_dicom_series(folder: Path, study_id: str):
         try:
             reader.ReadImageInformation()
         except RuntimeError as err:
-            raise DataError(f"{where}: cannot read DICOM file {Path(name).name}: {_first_line(err)}") from None
+            raise BadImageError("unreadable", f"{where}: cannot read DICOM file {Path(name).name}: {_first_line(err)}") from None
         try:
             ipp = np.array([float(v) for v in reader.GetMetaData("0020|0032").split("\\")])
             iop = np.array([float(v) for v in reader.GetMetaData("0020|0037").split("\\")])
         except (RuntimeError, ValueError):
-            raise DataError(f"{where}: DICOM file {Path(name).name} lacks Image Position/Orientation (Patient)") from None
+            raise BadImageError("unreadable", f"{where}: DICOM file {Path(name).name} lacks Image Position/Orientation (Patient)") from None
         positions.append(float(np.dot(np.cross(iop[:3], iop[3:]), ipp)))
     step = check_slice_positions(np.array(positions), where)
     series = sitk.ImageSeriesReader()
@@ -179,7 +195,7 @@ def _read_dicom_series(folder: Path, study_id: str):
     try:
         image = series.Execute()
     except RuntimeError as err:
-        raise DataError(f"{where}: cannot read the DICOM series: {_first_line(err)}") from None
+        raise BadImageError("unreadable", f"{where}: cannot read the DICOM series: {_first_line(err)}") from None
     spacing = list(image.GetSpacing())
     spacing[2] = step
     image.SetSpacing(spacing)
@@ -200,7 +216,7 @@ def _read_file(path: Path, study_id: str):
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as err:
-        raise DataError(f"{where}: cannot read the image (corrupt, truncated or not an image file): {_first_line(err)}") from None
+        raise BadImageError("unreadable", f"{where}: cannot read the image (corrupt, truncated or not an image file): {_first_line(err)}") from None
     info = {"format": "".join(path.suffixes[-2:]).lower() or path.suffix.lower()}
     return image, info
 
@@ -248,27 +264,28 @@ def read_ct(
     path = Path(path)
     where = _where(study_id, path)
     if not path.exists():
-        raise DataError(f"{where}: image not found; check the cohort table's 'image' column")
+        raise BadImageError("not found", f"{where}: image not found; check the cohort table's 'image' column")
     image, info = _read_dicom_series(path, study_id) if path.is_dir() else _read_file(path, study_id)
 
     if image.GetNumberOfComponentsPerPixel() != 1:
-        raise DataError(
+        raise BadImageError(
+            "multi-component",
             f"{where}: {image.GetNumberOfComponentsPerPixel()}-component (RGB or vector) image; "
             "a CT volume has one grey value per voxel"
         )
     size = image.GetSize()
     if image.GetDimension() != 3 or min(size) < 2:
-        raise DataError(f"{where}: 2D image (size {'x'.join(map(str, size))}); a CT volume needs 3 axes of at least 2 voxels")
+        raise BadImageError("2D image", f"{where}: 2D image (size {'x'.join(map(str, size))}); a CT volume needs 3 axes of at least 2 voxels")
 
     slope, intercept = 1.0, 0.0
     if spacing is not None:
         if len(spacing) != 3 or not all(s is not None and math.isfinite(s) and s > 0 for s in spacing):
-            raise DataError(f"{where}: spacing override {spacing} must be three positive numbers (mm)")
+            raise BadImageError("bad override", f"{where}: spacing override {spacing} must be three positive numbers (mm)")
         image.SetSpacing([float(s) for s in spacing])
     if rescale is not None:
         slope, intercept = (float(v) for v in rescale)
         if not (math.isfinite(slope) and math.isfinite(intercept)) or slope == 0:
-            raise DataError(f"{where}: rescale override (slope {slope}, intercept {intercept}) must be finite with slope != 0")
+            raise BadImageError("bad override", f"{where}: rescale override (slope {slope}, intercept {intercept}) must be finite with slope != 0")
         h_slope, h_inter = _header_rescale(image)
         if (h_slope, h_inter) != (1.0, 0.0):
             # SimpleITK already applied the header's rescale: undo it before the override.
@@ -315,14 +332,48 @@ def check_ct_like(volume: CtVolume, summary: dict[str, float] | None = None) -> 
     where = _where(volume.study_id, volume.source)
     integral = np.issubdtype(volume.array.dtype, np.integer) or volume.array.dtype == np.bool_
     if integral and s["n_values_sample"] <= _LABEL_MAX_VALUES and s["hu_max"] - s["hu_min"] <= 1000:
-        raise DataError(
+        raise BadImageError(
+            "label map",
             f"{where}: looks like a label map ({s['n_values_sample']} distinct values, {s['hu_min']:g} to {s['hu_max']:g}), "
             "not a CT volume; point 'image' at the CT itself"
         )
     if s["hu_p01"] > _AIR_HU or s["hu_max"] < _TISSUE_HU:
-        raise DataError(
+        raise BadImageError(
+            "not CT-like",
             f"{where}: not CT-like: values {s['hu_min']:g} to {s['hu_max']:g} (1st percentile {s['hu_p01']:g}) "
             "are not Hounsfield units of a chest CT (air near -1000, tissue above 0); is it an MR or a "
             "CT without rescale slope/intercept? Set rescale_slope/rescale_intercept in the cohort if so"
         )
     return s
+
+
+def write_preprocessed(array: np.ndarray, affine: np.ndarray, path: str | Path) -> Path:
+    """Write a preprocessed (X, Y, Z) float32 volume as ``.npy`` or as NIfTI with its geometry.
+
+    Args:
+        array: float32 (X, Y, Z), axes x -> R, y -> A, z -> S.
+        affine: (4, 4) RAS affine of ``array``.
+        path: ``.npy`` (the array as is) or ``.nii``/``.nii.gz``/``.nrrd``/``.mha`` (any
+            format SimpleITK writes; the geometry is kept, so viewers overlay it on the
+            original CT).
+
+    Returns:
+        ``path``.
+    """
+    import SimpleITK as sitk
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".npy":
+        np.save(path, np.asarray(array, dtype=np.float32), allow_pickle=False)
+        return path
+    image = sitk.GetImageFromArray(np.ascontiguousarray(np.asarray(array, dtype=np.float32).transpose(2, 1, 0)))
+    spacing, origin, direction = sitk_geometry_from_affine(affine)
+    image.SetSpacing(spacing)
+    image.SetOrigin(origin)
+    image.SetDirection(direction)
+    try:
+        sitk.WriteImage(image, str(path))
+    except RuntimeError as err:
+        raise DataError(f"{path}: cannot write ({_first_line(err)}); use .npy, .nii.gz, .nrrd or .mha") from None
+    return path
