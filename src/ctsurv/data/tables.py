@@ -1,0 +1,76 @@
+"""Reading user tables (CSV, TSV, Parquet) and remembering where each row came from.
+
+Adapters keep two bookkeeping columns on the frames they return, so that every later
+error can name the file and the spreadsheet row a person would look at:
+
+* ``_source``: the table the row was read from;
+* ``_row``: its 1-based spreadsheet row (0-based position + 2; the header is row 1).
+
+:func:`ctsurv.data.cohort.write_cohort` drops them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from ..errors import DataError, where
+
+SOURCE = "_source"
+ROW = "_row"
+
+_TEXT_SUFFIXES = {".csv": ",", ".tsv": "\t", ".txt": "\t"}
+
+
+def read_table(path: str | Path, *, what: str = "table") -> pd.DataFrame:
+    """Read a CSV, TSV or Parquet file, keeping text columns as text.
+
+    CSV/TSV cells are read as strings (empty cells become missing), so that typing is done
+    by ctsurv with errors that name the row, not guessed by pandas.
+
+    Args:
+        path: the file; the suffix picks the reader (``.csv``, ``.tsv``/``.txt``,
+            ``.parquet``/``.pq``, optionally ``.gz`` compressed text).
+        what: how the file is named in error messages (e.g. "manifest").
+
+    Returns:
+        The table with ``_source`` and ``_row`` columns added.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: {what} not found (check the dataset's path keys in the config)")
+    suffixes = [s.lower() for s in path.suffixes]
+    suffix = suffixes[-2] if suffixes and suffixes[-1] == ".gz" and len(suffixes) > 1 else (suffixes[-1] if suffixes else "")
+    try:
+        if suffix in (".parquet", ".pq"):
+            df = pd.read_parquet(path)
+        elif suffix in _TEXT_SUFFIXES:
+            df = pd.read_csv(path, sep=_TEXT_SUFFIXES[suffix], dtype=str, keep_default_na=False, na_values=[""])
+        else:
+            raise DataError(f"{path}: unknown {what} format '{suffix}' (use .csv, .tsv or .parquet)")
+    except DataError:
+        raise
+    except Exception as err:  # the readers raise many types; the file is what the user must fix
+        raise DataError(f"{path}: cannot read the {what} ({type(err).__name__}: {err})") from None
+    df = df.reset_index(drop=True)
+    df[SOURCE] = str(path)
+    df[ROW] = range(2, len(df) + 2)
+    return df
+
+
+def require_columns(df: pd.DataFrame, columns, path, *, fix: str) -> None:
+    """Raise a DataError naming every column of ``columns`` missing from ``df``."""
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        have = ", ".join(c for c in df.columns if c not in (SOURCE, ROW))
+        raise DataError(f"{path}: column(s) {missing} not found (the table has: {have}); {fix}")
+
+
+def locate(df: pd.DataFrame, i: int, column: str | None = None, study=None) -> str:
+    """Location prefix for row position ``i`` of an adapter frame: file, row, study, column."""
+    source = df[SOURCE].iat[i] if SOURCE in df.columns else None
+    row = int(df[ROW].iat[i]) if ROW in df.columns else i + 2
+    if study is None and "study_id" in df.columns:
+        study = df["study_id"].iat[i]
+    return where(source, row, column, study)
