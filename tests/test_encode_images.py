@@ -167,3 +167,26 @@ def test_bf16_encoding_matches_fp32(tmp_path):
     b = FeatureStore(bf16).array("pooled").astype(np.float32)
     cosine = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
     assert cosine.min() > 0.999
+
+
+def test_encode_dataset_takes_the_studies_that_passed_qc(tmp_path, monkeypatch):
+    import pandas as pd
+
+    from ctsurv.imaging.cache import write_entry
+    from ctsurv.imaging.encode import encode_dataset
+
+    data = volumes(3)
+    for sid in ("s00", "s02"):
+        write_entry(tmp_path / "ct", sid, data[sid], key={"source": sid})
+    pd.DataFrame({"study_id": ["s00", "s01", "s02"], "status": ["ok", "bad", "cached"]}).to_parquet(
+        tmp_path / "ct" / "qc.parquet")
+    encoder = {"checkpoint": None, "layers": [1, 1, 1, 1], "width": 8, "seed": 0, "tokens": 49, "batch_size": 2,
+               "precision": "fp32", "channels_last": "auto", "workers": 2}
+    monkeypatch.setenv("CTSURV_FAKE_GPUS", "1")  # a GPU slot is taken; without CUDA it runs on the CPU
+    out = encode_dataset(tmp_path / "ct" / "qc.parquet", tmp_path / "features" / "image", encoder,
+                         lock_dir=str(tmp_path / "locks"))
+    store = FeatureStore(out)
+    assert store.study_ids == ["s00", "s02"]
+    assert (tmp_path / "locks" / "gpu-0.lock").exists()
+    pooled, _ = direct(model(), {s: data[s] for s in ("s00", "s02")}, ["s00", "s02"])
+    np.testing.assert_allclose(store.get(["s00", "s02"]), pooled, atol=2e-3)  # uint16 cache, float16 store

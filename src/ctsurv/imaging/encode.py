@@ -352,3 +352,36 @@ def _choose_memory_format(model, batch, dtype, channels_last, on_gpu) -> None:
         use = bool(channels_last)
     model.to(memory_format=torch.channels_last_3d if use else torch.contiguous_format)
     log.info("channels-last memory format: %s", "on" if use else "off")
+
+
+def usable_study_ids(qc_table: str | Path) -> list[str]:
+    """Studies the preprocessing kept: rows of the QC table whose status is not ``bad``."""
+    import pandas as pd
+
+    qc = pd.read_parquet(qc_table, columns=["study_id", "status"])
+    return qc.loc[qc["status"] != "bad", "study_id"].astype(str).tolist()
+
+
+def encode_dataset(qc_table: str | Path, out_dir: str | Path, encoder: dict, lock_dir: str | None = None) -> Path:
+    """Encode every usable study of a preprocessed cache, on a GPU slot when there is one.
+
+    Args:
+        qc_table: ``results/{dataset}/ct/qc.parquet``; the cache is its folder.
+        out_dir: the store, ``results/{dataset}/features/image``.
+        encoder: the config section ``imaging.encoder``.
+        lock_dir: GPU lock folder (config ``gpu.lock_dir``).
+    """
+    from ..gpu import gpu_slots
+    from .merlin import build_encoder
+
+    ids = usable_study_ids(qc_table)
+    model = build_encoder(encoder["checkpoint"], encoder["layers"], encoder["width"], encoder["seed"])
+    with gpu_slots(1, lock_dir=lock_dir, allow_cpu=True) as devices:
+        # CUDA_VISIBLE_DEVICES now names our slot only, so "cuda" is that device.
+        on_gpu = bool(devices) and torch.cuda.is_available()
+        return encode_cohort(
+            ids, Path(qc_table).parent, out_dir, model,
+            tokens=encoder["tokens"], batch_size=encoder["batch_size"],
+            device="cuda" if on_gpu else "cpu", precision=encoder["precision"],
+            channels_last=encoder["channels_last"], num_workers=encoder["workers"] if on_gpu else 0,
+        )
