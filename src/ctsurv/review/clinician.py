@@ -1,0 +1,73 @@
+"""The clinician's copy of the review workbook (``review.workbook`` in the config).
+
+It lives outside ``results/`` so the workflow never deletes it.  The workflow creates it
+once (:func:`publish_export`, when it does not exist yet) and never writes to it again;
+:func:`update_clinician_workbook` (``ctsurv review update``) replaces it with a re-export
+that carries every decision over, after a timestamped backup.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import shutil
+from pathlib import Path
+from typing import Sequence
+
+import pandas as pd
+
+from ..extraction.base import Question
+from .workbook import ExportSummary, export_workbook
+
+log = logging.getLogger(__name__)
+
+
+def clinician_path(template: str, dataset: str) -> Path:
+    """The workbook path of ``dataset`` from the ``review.workbook`` template."""
+    return Path(template.format(dataset=dataset))
+
+
+def publish_export(export: str | Path, clinician: str | Path) -> bool:
+    """Copy a fresh export to the clinician's path if nothing is there yet.
+
+    Returns:
+        True when the copy was made; False when a clinician workbook already exists
+        (it is left untouched).
+    """
+    clinician = Path(clinician)
+    if clinician.exists():
+        return False
+    clinician.parent.mkdir(parents=True, exist_ok=True)
+    tmp = clinician.with_name(f".{clinician.name}.tmp")
+    shutil.copyfile(export, tmp)
+    tmp.replace(clinician)
+    return True
+
+
+def backup_path(clinician: Path, now: dt.datetime | None = None) -> Path:
+    stamp = (now or dt.datetime.now()).strftime("%Y%m%d-%H%M%S")
+    return clinician.parent / "backup" / f"{clinician.stem}.{stamp}{clinician.suffix}"
+
+
+def update_clinician_workbook(
+    answers: pd.DataFrame, reports: pd.DataFrame, questions: Sequence[Question], clinician: str | Path
+) -> tuple[ExportSummary, Path | None]:
+    """Replace the clinician workbook with a fresh export carrying its decisions over.
+
+    The old workbook is copied to ``<folder>/backup/<name>.<timestamp>.xlsx`` first; the new
+    one is written beside it and renamed into place, so the clinician's file is never half
+    written.
+
+    Returns:
+        ``(summary, backup)``; backup is None when there was no workbook before.
+    """
+    clinician = Path(clinician)
+    backup = None
+    if clinician.exists():
+        backup = backup_path(clinician)
+        backup.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(clinician, backup)
+    summary = export_workbook(answers, reports, questions, clinician, previous=backup)
+    log.info("%s: %d rows, %d decisions carried over, %d changed answers to review again, %d new rows, backup %s",
+             clinician, summary.rows, summary.carried, summary.changed, summary.new, backup)
+    return summary, backup

@@ -1,0 +1,233 @@
+"""Export the review workbook clinicians edit (openpyxl).
+
+One row per (study, question) on sheet ``review``, sorted by study then question order;
+report texts on sheet ``reports`` (wrapped), linked from each row.  The header is frozen
+and filterable; locked columns are protected (no password: the protection prevents
+accidents, not intent; :mod:`ctsurv.review.validate` catches the rest); ``decision`` is a
+drop-down.  Every cell is text (number format ``@``, formula starts escaped).
+
+Re-exporting with ``previous=`` carries every decision over, matched by (study, question),
+when the extracted answer is unchanged.  When it changed, the old decision is not applied
+to the new answer: the row is left for review again and ``previous_review`` says what was
+decided about the old answer (highlighted).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import pandas as pd
+
+from ..extraction.base import Question
+from .cells import TEXT_FORMAT, escape
+from .layout import COLUMNS, DECISIONS, EDITABLE, ORIGINAL_SHEET, READ_ONLY, REPORTS_SHEET, REVIEW_SHEET, WIDTHS, column_letter
+from .validate import read_workbook
+from ..errors import DataError
+
+
+@dataclass(frozen=True)
+class ExportSummary:
+    rows: int  #: rows in the new workbook
+    carried: int  #: reviewed rows carried over unchanged
+    changed: int  #: reviewed rows whose extracted answer changed (to review again)
+    new: int  #: rows that were not in the previous workbook
+    dropped: int  #: reviewed rows of the previous workbook with no (study, question) any more
+
+
+def _previous_review(row) -> str:
+    text = f"answer was {row.extracted_answer!r}; {row.decision or 'correct'}"
+    if row.reviewer:
+        text += f" by {row.reviewer}"
+    if row.corrected_answer:
+        text += f", corrected to {row.corrected_answer!r}"
+    if row.comment:
+        text += f"; comment: {row.comment}"
+    return text
+
+
+def review_rows(answers: pd.DataFrame, questions: Sequence[Question], previous: pd.DataFrame | None = None) -> tuple[pd.DataFrame, ExportSummary]:
+    """The rows of a new workbook, with decisions carried over from ``previous``.
+
+    Args:
+        answers: answers table (``study_id, question_id, answer, status``).
+        questions: question texts (order sets the row order within a study).
+        previous: rows of the previous workbook (:func:`ctsurv.review.validate.read_workbook`).
+
+    Returns:
+        ``(rows, summary)``; rows have the columns of :data:`~ctsurv.review.layout.COLUMNS`
+        except ``report``, plus ``changed`` (bool).
+    """
+    text = {q.id: q.text for q in questions}
+    order = {q.id: i for i, q in enumerate(questions)}
+    rows = pd.DataFrame(
+        {
+            "study_id": answers["study_id"].astype(str),
+            "question_id": answers["question_id"].astype(str),
+            "question": answers["question_id"].map(text),
+            "extracted_answer": answers["answer"].astype(object).where(answers["answer"].notna(), None),
+            "extraction_status": answers["status"].astype(str),
+        }
+    )
+    rows["_order"] = rows["question_id"].map(order).fillna(len(order))
+    rows = rows.sort_values(["study_id", "_order", "question_id"], kind="stable").drop(columns="_order").reset_index(drop=True)
+    for name in ("previous_review", *EDITABLE):
+        rows[name] = None
+    rows["changed"] = False
+    carried = changed = 0
+    keys = list(zip(rows["study_id"], rows["question_id"]))
+    index = {key: i for i, key in enumerate(keys)}
+    dropped = 0
+    seen = set()
+    if previous is not None:
+        for old in previous.itertuples(index=False):
+            reviewed = any(getattr(old, name) for name in EDITABLE) or old.previous_review
+            i = index.get((old.study_id, old.question_id))
+            if i is None:
+                dropped += bool(reviewed)
+                continue
+            seen.add(i)
+            if not reviewed:
+                continue
+            if old.extracted_answer == rows.at[i, "extracted_answer"]:
+                for name in ("previous_review", *EDITABLE):
+                    rows.at[i, name] = getattr(old, name)
+                carried += any(getattr(old, name) for name in EDITABLE)
+            elif any(getattr(old, name) for name in EDITABLE):
+                rows.at[i, "previous_review"] = _previous_review(old)
+                rows.at[i, "changed"] = True
+                changed += 1
+    new = len(rows) - len(seen) if previous is not None else len(rows)
+    return rows, ExportSummary(rows=len(rows), carried=carried, changed=changed, new=new, dropped=dropped)
+
+
+def export_workbook(
+    answers: pd.DataFrame,
+    reports: pd.DataFrame,
+    questions: Sequence[Question],
+    out: str | Path,
+    previous: str | Path | None = None,
+) -> ExportSummary:
+    """Write a review workbook, carrying decisions over from ``previous`` if it exists.
+
+    Args:
+        answers: answers table (``study_id, question_id, answer, status``).
+        reports: ``study_id, report`` (report may be null).
+        questions: the question templates.
+        out: the ``.xlsx`` to write (atomically: a reader never sees half a file).
+        previous: an earlier, possibly edited, workbook; ignored when the path does not exist.
+
+    Raises:
+        DataError: when ``previous`` is damaged (the message names sheet, row and column).
+    """
+    old = None
+    if previous is not None and Path(previous).exists():
+        old, problems = read_workbook(previous)
+        if problems:
+            raise DataError(f"{previous}: cannot carry decisions over from this workbook:\n  " + "\n  ".join(problems[:20]))
+    rows, summary = review_rows(answers, questions, old)
+    book = _build_book(rows, reports)
+    save_atomic(book, out)
+    return summary
+
+
+def _build_book(rows: pd.DataFrame, reports: pd.DataFrame):
+    from openpyxl import Workbook
+    from openpyxl.styles import Alignment, Font, PatternFill, Protection
+    from openpyxl.worksheet.datavalidation import DataValidation
+    from openpyxl.worksheet.hyperlink import Hyperlink
+
+    locked, unlocked = Protection(locked=True), Protection(locked=False)
+    wrap = Alignment(wrap_text=True, vertical="top")
+    top = Alignment(vertical="top")
+    bold = Font(bold=True)
+    flag = PatternFill("solid", start_color="FFF2CC", end_color="FFF2CC")
+
+    def put(ws, row, col, value, protection, alignment=top):
+        cell = ws.cell(row=row, column=col)
+        if value is not None:
+            cell.value = escape(str(value))
+            cell.data_type = "s"
+        cell.number_format = TEXT_FORMAT
+        cell.protection = protection
+        cell.alignment = alignment
+        return cell
+
+    book = Workbook()
+    review = book.active
+    review.title = REVIEW_SHEET
+    report_sheet = book.create_sheet(REPORTS_SHEET)
+    original = book.create_sheet(ORIGINAL_SHEET)
+
+    report_text = dict(zip(reports["study_id"].astype(str), reports["report"]))
+    report_row = {}
+    for sheet in (report_sheet,):
+        for col, name in enumerate(("study_id", "report"), start=1):
+            put(sheet, 1, col, name, locked).font = bold
+    for r, study in enumerate(dict.fromkeys(rows["study_id"]), start=2):
+        report_row[study] = r
+        put(report_sheet, r, 1, study, locked)
+        text = report_text.get(study)
+        put(report_sheet, r, 2, text if isinstance(text, str) else None, locked, wrap)
+    report_sheet.column_dimensions["A"].width = WIDTHS["study_id"]
+    report_sheet.column_dimensions["B"].width = 120
+    report_sheet.freeze_panes = "B2"
+
+    for col, name in enumerate(COLUMNS, start=1):
+        put(review, 1, col, name, locked).font = bold
+        review.column_dimensions[column_letter(name)].width = WIDTHS[name]
+    for col, name in enumerate(READ_ONLY, start=1):
+        put(original, 1, col, name, locked)
+    for r, row in enumerate(rows.itertuples(index=False), start=2):
+        values = row._asdict()
+        values["report"] = "view"
+        for col, name in enumerate(COLUMNS, start=1):
+            editable = name in EDITABLE
+            cell = put(review, r, col, values[name], unlocked if editable else locked, wrap if name in ("question", "extracted_answer", "previous_review", "corrected_answer", "comment") else top)
+            if name == "report":
+                # an internal link (location), not a relationship to an external file
+                cell.hyperlink = Hyperlink(ref=cell.coordinate, location=f"'{REPORTS_SHEET}'!B{report_row[row.study_id]}", tooltip="open the report")
+            if name == "previous_review" and row.changed:
+                cell.fill = flag
+        for col, name in enumerate(READ_ONLY, start=1):
+            put(original, r, col, "view" if name == "report" else values[name], locked)
+
+    last = len(rows) + 1
+    choices = DataValidation(
+        type="list",
+        formula1='"' + ",".join(DECISIONS) + '"',
+        allow_blank=True,
+        showErrorMessage=True,
+        errorTitle="decision",
+        error=f"Choose {', '.join(DECISIONS)}, or leave empty.",
+    )
+    review.add_data_validation(choices)
+    if len(rows):
+        choices.add(f"{column_letter('decision')}2:{column_letter('decision')}{last}")
+    review.freeze_panes = "C2"
+    review.auto_filter.ref = f"A1:{column_letter(COLUMNS[-1])}{last}"
+    for sheet in (review, report_sheet, original):
+        sheet.protection.sheet = True
+        # what protection still allows: filtering, resizing, selecting
+        sheet.protection.autoFilter = False
+        sheet.protection.formatColumns = False
+        sheet.protection.formatRows = False
+    original.sheet_state = "veryHidden"
+    return book
+
+
+def save_atomic(book, out: str | Path) -> None:
+    """Save an openpyxl workbook via a temporary file and an atomic rename."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.stem}.", suffix=".xlsx.tmp", dir=out.parent)
+    os.close(fd)
+    try:
+        book.save(tmp)
+        os.replace(tmp, out)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
