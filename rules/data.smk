@@ -2,18 +2,15 @@
 
 
 # ---- ingest: raw data -> results/{dataset}/cohort.parquet (adapters in ctsurv.data.adapters)
-from ctsurv.data.adapters import input_files as _ingest_input_files
-
-
-def ingest_inputs(wildcards):
-    return _ingest_input_files(config["datasets"][wildcards.dataset])
+from ctsurv.data.adapters import input_files as ingest_input_files
 
 
 # The split depends only on `splits` and the dataset's own entry (params), so editing any
 # other key never re-runs ingest or moves a patient.
 rule ingest:
     input:
-        tables=ingest_inputs,
+        # the tables the adapter reads (images are checked, not tracked)
+        tables=lambda wildcards: ingest_input_files(dataset_spec(wildcards)),
     output:
         cohort="results/{dataset}/cohort.parquet",
     params:
