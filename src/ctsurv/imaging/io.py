@@ -203,16 +203,48 @@ def _read_dicom_series(folder: Path, study_id: str):
 
 
 def _first_line(err: Exception) -> str:
-    text = str(err).strip().splitlines()
-    # ITK messages start with the source location; the last non-empty line says what happened.
-    lines = [ln.strip() for ln in text if ln.strip()]
-    return lines[-1] if lines else type(err).__name__
+    # ITK messages start with the source location; keep the lines that say what happened.
+    lines = [ln.strip() for ln in str(err).strip().splitlines() if ln.strip()]
+    said = [ln.split("ERROR:", 1)[-1].strip() for ln in lines if "ERROR" in ln or "expected" in ln or "read" in ln]
+    return " ".join(said or lines[-1:]) or type(err).__name__
+
+
+def _check_nifti_complete(path: Path, where: str) -> None:
+    """ITK reads a truncated NIfTI without complaint (the missing voxels become garbage):
+    compare the data size the header promises with the file (or gzip trailer) size."""
+    import nibabel as nib
+
+    name = path.name.lower()
+    if not name.endswith((".nii", ".nii.gz")):
+        return
+    try:
+        # The header as stored (nib.load's copy resets the data offset).
+        with nib.openers.ImageOpener(str(path)) as fh:
+            header = nib.load(str(path)).header_class.from_fileobj(fh)
+        expected = int(header.get_data_offset()) + int(np.prod(header.get_data_shape())) * int(header["bitpix"]) // 8
+    except Exception as err:  # noqa: BLE001 - any header failure means an unreadable file
+        raise BadImageError("unreadable", f"{where}: cannot read the NIfTI header (corrupt or truncated): {err}") from None
+    if name.endswith(".gz"):
+        with open(path, "rb") as fh:
+            fh.seek(-4, 2)
+            actual = int.from_bytes(fh.read(4), "little")  # gzip ISIZE: uncompressed size mod 2**32
+        complete = actual == expected % 2**32
+    else:
+        actual = path.stat().st_size
+        complete = actual >= expected
+    if not complete:
+        raise BadImageError(
+            "unreadable",
+            f"{where}: truncated or corrupt NIfTI: the header promises {expected} bytes, the file holds "
+            f"{actual}{' (gzip size field)' if name.endswith('.gz') else ''}; re-copy or re-export the file",
+        )
 
 
 def _read_file(path: Path, study_id: str):
     import SimpleITK as sitk
 
     where = _where(study_id, path)
+    _check_nifti_complete(path, where)
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as err:
