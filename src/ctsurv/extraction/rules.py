@@ -172,7 +172,7 @@ _POST_CUES = _rx(
     r"(?:observed|detected|seen|identified|noted|present|visuali[sz]ed|evident|found|demonstrated|enlarged|"
     r"pathologic\w*|significant|monitored|followed)|"
     r"not (?:observed|detected|seen|identified|noted|present|visuali[sz]ed|evident|found|enlarged)|"
-    r"(?:is|are|was|were) (?:absent|normal|natural|unremarkable|preserved|intact)|"
+    r"(?:is|are|was|were) (?:absent|normal|natural|unremarkable|preserved|intact|clear)|"
     r"(?:appears?|looks?|seems?) (?:normal|natural|unremarkable)|"
     r"within normal limits|normal(?:ly)? (?:in )?(?:size|calibration|appearance)|"
     r"resolved|regressed|ruled out)\b"
