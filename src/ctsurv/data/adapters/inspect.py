@@ -39,7 +39,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ...errors import ConfigError, DataError
+from ...errors import ConfigError
 from .. import values
 from ..tables import ROW, SOURCE, read_table, require_columns
 
