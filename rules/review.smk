@@ -6,16 +6,10 @@
 # every save.  Instead a content digest of the workbook is a param, so apply_review (and
 # what depends on it) re-runs exactly when the review's content changed.
 
-from ctsurv.review.clinician import clinician_path
 from ctsurv.review.digest import cached_review_digest
 
-
-def review_workbook(wildcards):
-    return str(clinician_path(config["review"]["workbook"], wildcards.dataset))
-
-
-def review_digest_param(wildcards):
-    return cached_review_digest(review_workbook(wildcards), f"results/{wildcards.dataset}/review/digest.json")
+# The clinician's workbook of a dataset (config review.workbook, outside results/).
+REVIEW_WORKBOOK = config["review"]["workbook"]
 
 
 rule export_review:
@@ -26,7 +20,7 @@ rule export_review:
     output:
         workbook="results/{dataset}/review/export.xlsx",
     params:
-        clinician=review_workbook,
+        clinician=lambda wc: REVIEW_WORKBOOK.format(dataset=wc.dataset),
     log:
         "results/logs/export_review/{dataset}.log",
     benchmark:
@@ -44,8 +38,10 @@ rule apply_review:
         final="results/{dataset}/qa/final.parquet",
         audit="results/{dataset}/qa/audit.parquet",
     params:
-        workbook=review_workbook,
-        digest=review_digest_param,
+        workbook=lambda wc: REVIEW_WORKBOOK.format(dataset=wc.dataset),
+        digest=lambda wc: cached_review_digest(
+            REVIEW_WORKBOOK.format(dataset=wc.dataset), f"results/{wc.dataset}/review/digest.json"
+        ),
     log:
         "results/logs/apply_review/{dataset}.log",
     benchmark:

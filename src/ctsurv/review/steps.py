@@ -54,3 +54,12 @@ def run_apply(answers: str | Path, clinician: str | Path, final_out: str | Path,
     audit.to_parquet(audit_out, index=False)
     log.info("final answers: %s", final["decision"].value_counts().to_dict())
     return final
+
+
+def current_review(answers: str | Path, clinician: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Final and audit tables as ``apply_review`` would write them now (nothing written)."""
+    table = pd.read_parquet(answers)
+    clinician = Path(clinician)
+    if not clinician.exists():
+        return apply_review(table, None)
+    return apply_review(table, load_review(clinician, table), workbook_info(clinician))

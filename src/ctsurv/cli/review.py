@@ -1,0 +1,88 @@
+"""``ctsurv review``: progress of the clinician review, and refreshing the clinician workbook.
+
+Run from the workflow directory (paths in the config are relative to it).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+SCHEMA = Path(__file__).resolve().parents[3] / "workflow" / "schemas" / "config.schema.yaml"
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("review", help="clinician review: progress and workbook refresh",
+                                   description=__doc__.splitlines()[0])
+    actions = parser.add_subparsers(dest="review_command", metavar="ACTION", required=True)
+
+    status = actions.add_parser("status", help="approved / corrected / rejected / pending per dataset and question",
+                                description="Validate each dataset's clinician workbook against its answers and count decisions "
+                                "(what apply_review would produce now).")
+    status.add_argument("--config", type=Path, default=Path("config/config.yaml"), help="config YAML (default: config/config.yaml)")
+    status.add_argument("--dataset", action="append", help="only this dataset (repeatable)")
+    status.add_argument("--schema", type=Path, default=SCHEMA, help="config schema (default: the repository's)")
+    status.set_defaults(func=run_status)
+
+    update = actions.add_parser("update", help="replace a clinician workbook by a fresh export that keeps every decision",
+                                description="Re-export DATASET's workbook from the current answers, carrying every decision over "
+                                "(changed answers are flagged for review again); the old workbook is kept under reviews/backup/.")
+    update.add_argument("dataset")
+    update.add_argument("--config", type=Path, default=Path("config/config.yaml"), help="config YAML (default: config/config.yaml)")
+    update.add_argument("--schema", type=Path, default=SCHEMA, help="config schema (default: the repository's)")
+    update.set_defaults(func=run_update)
+
+
+def _config(args) -> dict:
+    from ..config import load_yaml, validate_config
+
+    return validate_config(load_yaml(args.config), schema=args.schema)
+
+
+def _datasets(config: dict, wanted: list[str] | None) -> list[str]:
+    from ..errors import ConfigError
+
+    for name in wanted or []:
+        if name not in config["datasets"]:
+            raise ConfigError(f"no dataset '{name}' under 'datasets' (have: {', '.join(config['datasets'])})")
+    return wanted or list(config["datasets"])
+
+
+def run_status(args) -> int:
+    from ..review.clinician import clinician_path
+    from ..review.status import review_status
+    from ..review.steps import current_review
+
+    config = _config(args)
+    for dataset in _datasets(config, args.dataset):
+        answers = Path(f"results/{dataset}/qa/answers.parquet")
+        workbook = clinician_path(config["review"]["workbook"], dataset)
+        if not answers.exists():
+            print(f"{dataset}: no answers yet ({answers} missing; run the workflow up to extract_answers)\n")
+            continue
+        final, audit = current_review(answers, workbook)
+        source = workbook if workbook.exists() else f"no workbook at {workbook}"
+        print(f"{dataset} ({source})")
+        print(review_status(final).to_string())
+        outdated = int((~audit["applied"]).sum()) if len(audit) else 0
+        if outdated:
+            print(f"  {outdated} decision(s) concern answers that changed since export: run `ctsurv review update {dataset}`")
+        print()
+    return 0
+
+
+def run_update(args) -> int:
+    import pandas as pd
+
+    from ..extraction.questions import load_questions
+    from ..review.clinician import clinician_path, update_clinician_workbook
+    from ..review.steps import read_reports
+
+    config = _config(args)
+    (dataset,) = _datasets(config, [args.dataset])
+    workbook = clinician_path(config["review"]["workbook"], dataset)
+    answers = pd.read_parquet(f"results/{dataset}/qa/answers.parquet")
+    reports = read_reports(f"results/{dataset}/cohort.parquet")
+    summary, backup = update_clinician_workbook(answers, reports, load_questions(config["extraction"]["questions"]), workbook)
+    print(f"wrote {workbook}: {summary.rows} rows, {summary.carried} decisions kept, {summary.changed} changed answers to review again, "
+          f"{summary.new} new rows, {summary.dropped} reviewed rows no longer extracted" + (f"; backup {backup}" if backup else ""))
+    return 0
