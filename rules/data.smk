@@ -24,3 +24,37 @@ rule ingest:
         "../envs/main.yaml"
     script:
         "../workflow/scripts/ingest.py"
+
+
+# ---- demo_cohort: the synthetic demo datasets (one job per demo dataset) ----
+
+
+def demo_size(wildcards):
+    key = {"demo_pretrain": "n_pretrain", "demo_lung": "n_lung", "demo_pe": "n_pe"}[wildcards.dataset]
+    return config["demo"][key]
+
+
+STAGE_TARGETS.append(lambda: [demo_manifest(d) for d in DEMO_DATASETS])
+
+
+rule demo_cohort:
+    output:
+        manifest=f"{config['demo']['outdir']}/{{dataset}}/manifest.csv",
+        gold=f"{config['demo']['outdir']}/{{dataset}}/gold_answers.parquet",
+        truth=f"{config['demo']['outdir']}/{{dataset}}/truth.parquet",
+        readme=f"{config['demo']['outdir']}/{{dataset}}/README.md",
+        images=directory(f"{config['demo']['outdir']}/{{dataset}}/images"),
+    params:
+        seed=config["demo"]["seed"],
+        n=demo_size,
+    threads: 2
+    wildcard_constraints:
+        dataset="|".join(d for d in DEMO_DATASETS if d in ("demo_pretrain", "demo_lung", "demo_pe")) or "NONE",
+    log:
+        "results/logs/demo_cohort/{dataset}.log",
+    benchmark:
+        "results/benchmarks/demo_cohort/{dataset}.tsv"
+    conda:
+        "../envs/main.yaml"
+    script:
+        "../workflow/scripts/demo_cohort.py"

@@ -74,8 +74,8 @@ def pe_vitals(rng: np.random.Generator, f: Findings, *, age: int) -> dict:
 
 def pe_log_hazard(clinical: dict, f: Findings, *, cancer: bool) -> dict[str, float]:
     clin = (
-        0.02 * (clinical["age"] - 62)
-        + 0.012 * (clinical["pulse"] - 88)
+        0.012 * (clinical["age"] - 62)
+        + 0.008 * (clinical["pulse"] - 88)
         + 0.03 * (clinical["respiratory_rate"] - 18)
         - 0.006 * (clinical["mean_arterial_pressure"] - 90)
     )
@@ -88,7 +88,7 @@ def pe_log_hazard(clinical: dict, f: Findings, *, cancer: bool) -> dict[str, flo
         + 0.15 * f.clot_burden
         + 2.0 * max(0.0, f.rv_lv_ratio - 0.95)
     )
-    image_only = -0.6 * (f.fat_mm - FAT_MEAN) / FAT_SD + 0.5 * (f.emphysema_fraction - 0.05) / EMPHYSEMA_SD
+    image_only = -0.7 * (f.fat_mm - FAT_MEAN) / FAT_SD + 0.6 * (f.emphysema_fraction - 0.05) / EMPHYSEMA_SD
     return _parts(clin, findings, image_only)
 
 

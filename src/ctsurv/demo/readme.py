@@ -37,12 +37,12 @@ _HAZARD = {
   findings   = 0.012 (tumour size mm - 35) + 0.1 (number of enlarged node stations)
   image_only = 0.45 (necrosis_fraction - 0.2) / 0.1 - 0.45 (fat_mm - 18) / 7""",
     "pe": """log_hazard = clinical + findings + image_only
-  clinical   = 0.02 (age - 62) + 0.012 (pulse - 88) + 0.03 (respiratory_rate - 18)
+  clinical   = 0.012 (age - 62) + 0.008 (pulse - 88) + 0.03 (respiratory_rate - 18)
                - 0.006 (mean_arterial_pressure - 90)
   findings   = 1.6 [lung cancer] + 0.8 [metastases] + 0.4 [effusion] + 0.35 [saddle/main clot]
                + 0.15 clot_burden + 2.0 max(0, rv_lv_ratio - 0.95)
                (clot_burden: saddle or main 3, lobar 2, segmental 1, subsegmental 0.5)
-  image_only = -0.6 (fat_mm - 18) / 7 + 0.5 (emphysema_fraction - 0.05) / 0.1""",
+  image_only = -0.7 (fat_mm - 18) / 7 + 0.6 (emphysema_fraction - 0.05) / 0.1""",
 }
 
 _IMAGE_ONLY = {
