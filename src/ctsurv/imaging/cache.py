@@ -224,12 +224,12 @@ def study_key(row: dict[str, Any], spacing, size, precision: str) -> dict[str, A
     }
 
 
-def _process_study(task: tuple[dict[str, Any], str, list, list, str, dict]) -> dict[str, Any]:
+def _process_study(task: tuple[dict[str, Any], str, list, list, str, dict, int]) -> dict[str, Any]:
     """Read, preprocess and store one study; returns its QC row.  Runs in a worker."""
     from .io import BadImageError, hu_summary, read_ct, check_ct_like
     from .preprocess import preprocess_volume
 
-    row, cache_dir, spacing, size, precision, key = task
+    row, cache_dir, spacing, size, precision, key, threads = task
     study = str(row["study_id"])
     qc: dict[str, Any] = {"study_id": study, "image": str(row["image"])}
     try:
@@ -242,7 +242,7 @@ def _process_study(task: tuple[dict[str, Any], str, list, list, str, dict]) -> d
         summary = hu_summary(volume)
         qc.update({k: summary[k] for k in ("hu_min", "hu_max", "hu_p01", "hu_p99")})
         check_ct_like(volume, summary)
-        out = preprocess_volume(volume, spacing, size)
+        out = preprocess_volume(volume, spacing, size, threads=threads)
         qc.update(out_mean=float(out.array.mean()), status="ok", flags="", error=None)
         write_entry(cache_dir, study, out.array, key, precision, qc=qc)
     except BadImageError as err:
@@ -252,12 +252,6 @@ def _process_study(task: tuple[dict[str, Any], str, list, list, str, dict]) -> d
     if qc["status"] == "bad":
         remove_entry(cache_dir, study)  # a stale volume must not stand in for a broken source
     return qc
-
-
-def _init_worker(threads: int) -> None:
-    import torch
-
-    torch.set_num_threads(threads)
 
 
 def preprocess_cohort(cohort_df, cache_dir: str | Path, spacing, size, workers: int = 1,
@@ -274,7 +268,7 @@ def preprocess_cohort(cohort_df, cache_dir: str | Path, spacing, size, workers: 
         cache_dir: the cache folder (``results/{dataset}/ct``).
         spacing: target spacing (x, y, z) in mm.
         size: output size (X, Y, Z).
-        workers: processes; each gets ``cpu_count // workers`` torch threads.
+        workers: processes; each interpolates with ``cpu_count // workers`` threads.
         on_bad_image: ``"error"`` raises after all studies are done, naming every bad
             image; ``"skip"`` leaves bad images out (they stay in the QC table).
         precision: stored precision, one of :data:`PRECISIONS`.
@@ -299,6 +293,7 @@ def preprocess_cohort(cohort_df, cache_dir: str | Path, spacing, size, workers: 
     rows = cohort_df.to_dict("records")
     spacing, size = [float(s) for s in spacing], [int(s) for s in size]
 
+    threads = max(1, len(os.sched_getaffinity(0)) // max(1, workers))
     results, tasks = [], []
     for row in rows:
         key = study_key(row, spacing, size, precision)
@@ -306,7 +301,7 @@ def preprocess_cohort(cohort_df, cache_dir: str | Path, spacing, size, workers: 
             qc = entry_qc(cache_dir, row["study_id"]) or {"study_id": str(row["study_id"]), "image": str(row["image"])}
             results.append({**qc, "status": "cached"})
         else:
-            tasks.append((row, str(cache_dir), spacing, size, precision, key))
+            tasks.append((row, str(cache_dir), spacing, size, precision, key, threads))
 
     bar = tqdm(total=len(tasks), desc="preprocess CT", unit="study", disable=not tasks)
     if workers <= 1 or len(tasks) <= 1:
@@ -317,10 +312,8 @@ def preprocess_cohort(cohort_df, cache_dir: str | Path, spacing, size, workers: 
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
-        threads = max(1, (os.cpu_count() or 1) // workers)
-        # spawn: forking a process that already runs torch's thread pool can deadlock.
-        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"),
-                                 initializer=_init_worker, initargs=(threads,)) as pool:
+        # spawn: forking a process that already runs threads (torch, BLAS) can deadlock.
+        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
             for fut in as_completed([pool.submit(_process_study, t) for t in tasks]):
                 results.append(fut.result())
                 bar.update()

@@ -23,10 +23,10 @@ compares it with MONAI) in this order of axes: x -> R, y -> A, z -> S, i.e. MONA
 
 How it is faster: the grid maps each output axis to one input axis by a scale, so
 trilinear interpolation is three 1D linear interpolations in a row (mathematically the
-same numbers).  Each pass only computes the output voxels that survive the centre crop, the
-most shrinking axis goes first, orientation flips are folded into the gather indices (no
-copy of the input) and the rescale slope/intercept, clip and scale run on the small output.
-The passes run in float32 on torch's threads.
+same numbers).  Each pass only computes the output voxels that survive the centre crop,
+orientation flips are folded into the gather indices (no copy of the input), the first pass
+gathers whole planes of the stored int16 data, and the rescale slope/intercept, clip and
+scale run on the small output.  The passes run in float32 numpy on a few threads.
 """
 
 from __future__ import annotations
@@ -76,10 +76,6 @@ class AxisPlan:
     hi: np.ndarray
     w: np.ndarray
     start: int
-
-    @property
-    def shrink(self) -> float:
-        return len(self.lo)
 
 
 def orientation_to_ras(affine: np.ndarray, shape_xyz: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
@@ -194,56 +190,91 @@ def plan_axes(volume_shape_xyz: Sequence[int], affine: np.ndarray, spacing: Sequ
     return plans, out_affine
 
 
-def _interpolate_axis(t, dim: int, plan: AxisPlan):
-    import torch
+def _interpolate_axis(t: np.ndarray, axis: int, plan: AxisPlan, pool=None) -> np.ndarray:
+    """Linear interpolation of ``t`` along ``axis`` at the plan's positions, float32 out.
 
-    lo = torch.from_numpy(plan.lo)
-    if not np.any(plan.w):
-        return t.index_select(dim, lo).float()
-    shape = [1] * t.dim()
-    shape[dim] = len(plan.w)
-    w = torch.from_numpy(plan.w).reshape(shape)
-    a = t.index_select(dim, lo).float()
-    b = t.index_select(dim, torch.from_numpy(plan.hi)).float()
-    # a + w * (b - a), in place
-    return b.sub_(a).mul_(w).add_(a)
+    The work is split along the first axis (planes), each part in a thread (numpy's
+    ``take`` and ufuncs release the GIL).
+    """
+    out_shape = list(t.shape)
+    out_shape[axis] = len(plan.lo)
+    out = np.empty(out_shape, dtype=np.float32)
+    interpolate = bool(np.any(plan.w))
+    shape = [1] * t.ndim
+    shape[axis] = len(plan.w)
+    w = plan.w.reshape(shape)
+
+    def run(part: slice) -> None:
+        # planes `part` of the output; along axis 0 they index lo/hi, otherwise t's planes
+        if axis == 0:
+            src, lo, hi, wp = t, plan.lo[part], plan.hi[part], w[part]
+        else:
+            src, lo, hi, wp = t[part], plan.lo, plan.hi, w
+        dst = out[part]
+        a = np.take(src, lo, axis=axis)
+        if not interpolate:
+            dst[...] = a
+            return
+        np.subtract(np.take(src, hi, axis=axis), a, out=dst, dtype=np.float32)
+        dst *= wp
+        dst += a  # a + w * (b - a)
+
+    n = out_shape[0]
+    workers = 1 if pool is None else pool._max_workers
+    bounds = np.linspace(0, n, min(workers, n) + 1).astype(int)
+    parts = [slice(int(b0), int(b1)) for b0, b1 in zip(bounds[:-1], bounds[1:])]
+    if pool is None or len(parts) == 1:
+        for part in parts:
+            run(part)
+    else:
+        list(pool.map(run, parts))
+    return out
 
 
-def preprocess_volume(volume: CtVolume, spacing: Sequence[float], size: Sequence[int]) -> Preprocessed:
+def preprocess_volume(volume: CtVolume, spacing: Sequence[float], size: Sequence[int],
+                      threads: int | None = None) -> Preprocessed:
     """Run Merlin's chain on one volume.
 
     Args:
         volume: as read by :func:`ctsurv.imaging.io.read_ct`.
         spacing: target voxel size (x, y, z) in mm, e.g. (1.5, 1.5, 3.0).
         size: output size (X, Y, Z), e.g. (224, 224, 160).
+        threads: threads for the interpolation (default: the CPUs this process may use).
 
     Returns:
         :class:`Preprocessed`: float32 (X, Y, Z) in [0, 1], axes x -> R, y -> A, z -> S.
     """
-    import torch
+    import os
+    from concurrent.futures import ThreadPoolExecutor
 
     data = volume.array
     if data.dtype.byteorder not in ("=", "|"):
         data = data.astype(data.dtype.newbyteorder("="))
-    if data.dtype == np.bool_ or data.dtype == np.uint16 or data.dtype == np.uint32:
-        data = data.astype(np.float32)
-    stored = torch.from_numpy(np.ascontiguousarray(data)).permute(2, 1, 0)  # (x, y, z) view
-    plans, affine = plan_axes(stored.shape, volume.affine, spacing, size)
-
-    # Pass order: the axis that keeps the fewest voxels relative to its input goes first.
-    order = sorted(range(3), key=lambda a: plans[a].shrink / stored.shape[plans[a].src_axis])
-    t, dims = stored, [0, 1, 2]  # dims[stored axis] -> current tensor dim
-    for a in order:
-        t = _interpolate_axis(t, dims[plans[a].src_axis], plans[a])
-    # Tensor dims are still the stored axes; put them in output (R, A, S) order.
-    block = t.permute(*[plans[a].src_axis for a in range(3)])
+    if data.dtype == np.bool_:
+        data = data.astype(np.uint8)
+    # Memory order (z, y, x): passes go z, y, x, so that the big first pass copies whole
+    # planes and the gather along the contiguous axis runs on the smallest array.
+    plans, affine = plan_axes(data.shape[::-1], volume.affine, spacing, size)
+    by_dim = {2 - p.src_axis: p for p in plans}
+    threads = threads or len(os.sched_getaffinity(0))
+    pool = ThreadPoolExecutor(threads) if threads > 1 else None
+    try:
+        t = data
+        for dim in (0, 1, 2):
+            t = _interpolate_axis(t, dim, by_dim[dim], pool)
+    finally:
+        if pool is not None:
+            pool.shutdown()
+    # Still in memory order of the stored axes; put them in output (R, A, S) order.
+    block = t.transpose([2 - plans[a].src_axis for a in range(3)])
 
     # HU -> [0, 1]: (slope * v + intercept + 1000) / 2000, clipped; on the cropped block only.
-    scale = volume.slope / (HU_MAX - HU_MIN)
-    shift = (volume.intercept - HU_MIN) / (HU_MAX - HU_MIN)
-    block = block.mul(scale).add_(shift).clamp_(0.0, 1.0)
-
+    scale = np.float32(volume.slope / (HU_MAX - HU_MIN))
+    shift = np.float32((volume.intercept - HU_MIN) / (HU_MAX - HU_MIN))
     out = np.zeros(tuple(int(s) for s in size), dtype=np.float32)
     region = tuple(slice(p.start, p.start + len(p.lo)) for p in plans)
-    out[region] = block.numpy()
+    view = out[region]
+    np.multiply(block, scale, out=view)
+    view += shift
+    np.clip(view, 0.0, 1.0, out=view)
     return Preprocessed(array=out, affine=affine)
