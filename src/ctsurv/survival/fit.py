@@ -82,7 +82,7 @@ def train_network(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            total += float(loss)
+            total += loss.item()
             batches += 1
         hist.train_loss.append(total / max(batches, 1))
         if x_val is None:

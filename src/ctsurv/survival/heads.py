@@ -15,8 +15,9 @@ from torch import nn
 class MLPHead(nn.Module):
     """Feature vector -> survival output.
 
-    Blocks of Linear -> ReLU -> BatchNorm -> Dropout (pycox's ``MLPVanilla`` order, so the
-    benchmark compares like with like), then a linear output layer.
+    Blocks of Linear -> ReLU -> BatchNorm -> Dropout with Kaiming-normal hidden weights
+    (pycox's ``MLPVanilla``, so the benchmark compares like with like), then a linear
+    output layer.
 
     Args:
         in_features: input width d.
@@ -40,7 +41,9 @@ class MLPHead(nn.Module):
         layers: list[nn.Module] = []
         width = in_features
         for h in hidden:
-            layers += [nn.Linear(width, h), nn.ReLU()]
+            linear = nn.Linear(width, h)
+            nn.init.kaiming_normal_(linear.weight, nonlinearity="relu")
+            layers += [linear, nn.ReLU()]
             if batch_norm:
                 layers.append(nn.BatchNorm1d(h))
             if dropout:

@@ -48,6 +48,11 @@ def cox_nll(log_hz: torch.Tensor, event: torch.Tensor, time: torch.Tensor, ties:
     order = torch.argsort(time, stable=True)
     h, ev, t = log_hz[order], event[order], time[order]
     # Groups of equal times (ascending); the risk set of a group starts at its first member.
+    if not bool((t[1:] == t[:-1]).any()):
+        # No tied times (the usual minibatch of continuous times): every patient is its own
+        # group, Efron equals Breslow, and the risk set of i is simply j >= i in time order.
+        log_risk = torch.logcumsumexp(h.flip(0), 0).flip(0)
+        return -(h - log_risk)[ev].sum() / n_events
     _, group, counts = torch.unique_consecutive(t, return_inverse=True, return_counts=True)
     first = torch.cumsum(counts, 0) - counts
     log_risk = torch.logcumsumexp(h.flip(0), 0).flip(0)[first]  # (groups,) log sum_{t_j >= t_k} e^h
