@@ -80,6 +80,7 @@ def test_export_formatting(tmp_path):
             if cell.value is not None:
                 assert cell.data_type == "s" and isinstance(cell.value, str)
             assert cell.protection.locked is (name in READ_ONLY)
+            assert (cell.fill.fgColor.rgb == "00F2F2F2") is (name in READ_ONLY)  # locked cells greyed
     # rows sorted by study, then question order; report link points at the study's report
     assert [ws[f"A{r}"].value for r in range(2, 8)] == ["s0", "s0", "s1", "s1", "s2", "s2"]
     assert ws[f"{col('report')}4"].hyperlink.location == "'reports'!B3"

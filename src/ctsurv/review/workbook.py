@@ -149,7 +149,8 @@ def _build_book(rows: pd.DataFrame, reports: pd.DataFrame):
         for wrapped in (True, False):
             book.add_named_style(NamedStyle(
                 name=f"ctsurv_{is_locked}_{wrapped}", number_format=TEXT_FORMAT, protection=Protection(locked=is_locked),
-                alignment=Alignment(wrap_text=wrapped, vertical="top")))
+                alignment=Alignment(wrap_text=wrapped, vertical="top"),
+                fill=PatternFill("solid", start_color="F2F2F2", end_color="F2F2F2") if is_locked else PatternFill()))
 
     def put(ws, row, col, value, locked=True, wrap=False):
         cell = ws.cell(row=row, column=col)
