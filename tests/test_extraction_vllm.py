@@ -1,0 +1,139 @@
+"""The `vllm serve` command, the server's life cycle and backend_session, with a fake vllm program.
+
+The fake program is tests/replay_server.py behind a shell script named `vllm`: it accepts the
+`vllm serve MODEL --host --port ...` form and serves /health and chat completions.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import sys
+from pathlib import Path
+
+import pytest
+
+from ctsurv.errors import ConfigError, CtsurvError
+from ctsurv.extraction.backends import backend_session, make_backend, needs_gpu
+from ctsurv.extraction.base import Question
+from ctsurv.extraction.vllm_server import HOST, VllmServer, free_port, resolve_executable, vllm_command
+
+REPLAY = Path(__file__).with_name("replay_server.py")
+QUESTIONS = [Question("pleura", "Is there pleural involvement?"), Question("bones", "Bone changes?")]
+
+
+def fake_vllm(folder: Path, body: str | None = None) -> Path:
+    """An executable `vllm` in folder/bin that records its arguments and runs the replay server."""
+    exe = folder / "bin" / "vllm"
+    exe.parent.mkdir(parents=True, exist_ok=True)
+    body = body or f'exec "{sys.executable}" "{REPLAY}" "$@"'
+    exe.write_text(f'#!/bin/sh\necho "$@" > "{folder}/args.txt"\necho "CUDA=$CUDA_VISIBLE_DEVICES" >> "{folder}/args.txt"\n{body}\n')
+    exe.chmod(exe.stat().st_mode | stat.S_IEXEC)
+    return exe
+
+
+def test_vllm_command_binds_loopback_and_passes_the_settings():
+    cmd = vllm_command(
+        "/models/Mistral-7B-Instruct-v0.2/",
+        8123,
+        gpu_memory_utilization=0.85,
+        max_model_len=8192,
+        max_num_seqs=32,
+        extra_args=["--dtype", "bfloat16"],
+    )
+    assert cmd == [
+        "vllm", "serve", "/models/Mistral-7B-Instruct-v0.2/",
+        "--host", "127.0.0.1", "--port", "8123",
+        "--served-model-name", "Mistral-7B-Instruct-v0.2",
+        "--gpu-memory-utilization", "0.85",
+        "--max-model-len", "8192",
+        "--max-num-seqs", "32",
+        "--dtype", "bfloat16",
+    ]  # fmt: skip
+    minimal = vllm_command("m", 1, served_model_name="mistral", max_model_len=None)
+    assert "--max-model-len" not in minimal and "--max-num-seqs" not in minimal
+    assert minimal[minimal.index("--served-model-name") + 1] == "mistral"
+
+
+def test_executable_from_a_conda_environment_folder(tmp_path):
+    exe = fake_vllm(tmp_path / "env")
+    assert resolve_executable(str(tmp_path / "env")) == str(exe)
+    assert vllm_command("m", 1, executable=str(tmp_path / "env"))[0] == str(exe)
+    assert resolve_executable("vllm") == "vllm"  # a name is looked up on PATH at start
+    with pytest.raises(ConfigError, match="without bin/vllm"):
+        resolve_executable(str(tmp_path))
+
+
+def test_free_port_is_free():
+    import socket
+
+    port = free_port()
+    with socket.socket() as sock:
+        sock.bind((HOST, port))  # would raise if taken
+
+
+def test_server_starts_waits_for_health_and_stops(tmp_path):
+    exe = fake_vllm(tmp_path)
+    server = VllmServer("/models/mistral", tmp_path / "vllm.log", executable=str(exe), startup_timeout_s=30)
+    with server:
+        from urllib.request import urlopen
+
+        with urlopen(server.url + "/v1/models", timeout=5) as r:
+            assert json.load(r)["data"][0]["id"] == "mistral"
+        pid = server.process.pid
+    assert server.process.poll() is not None  # stopped
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+    args = (tmp_path / "args.txt").read_text().split("\n")[0].split()
+    assert args[:2] == ["serve", "/models/mistral"] and args[args.index("--host") + 1] == "127.0.0.1"
+    assert (tmp_path / "vllm.log").exists()
+
+
+def test_server_that_dies_is_reported_with_its_log(tmp_path):
+    exe = fake_vllm(tmp_path, body='echo "CUDA out of memory" >&2; exit 3')
+    with pytest.raises(CtsurvError, match=r"exited with status 3 before it was ready; see .*vllm.log"):
+        VllmServer("m", tmp_path / "vllm.log", executable=str(exe), startup_timeout_s=30).start()
+    assert "CUDA out of memory" in (tmp_path / "vllm.log").read_text()
+
+
+def test_missing_vllm_program_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="extraction.vllm.executable"):
+        VllmServer("m", tmp_path / "vllm.log", executable=str(tmp_path / "nope" / "vllm")).start()
+
+
+def test_backend_session_starts_one_server_on_a_gpu_slot(tmp_path, monkeypatch):
+    monkeypatch.setenv("CTSURV_FAKE_GPUS", "2")
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    fake_vllm(tmp_path / "env")
+    cfg = {
+        "backend": "vllm",
+        "model": str(tmp_path / "Mistral-7B"),
+        "url": None,
+        "concurrency": 3,
+        "retries": 0,
+        "vllm": {"executable": str(tmp_path / "env"), "startup_timeout_s": 30, "extra_args": ["--seed", "1"]},
+    }
+    assert needs_gpu(cfg) == 1
+    with backend_session(cfg, tmp_path / "vllm.log", lock_dir=tmp_path / "locks") as backend:
+        got = backend.extract(["report one"], QUESTIONS)
+    assert backend.name == "openai:Mistral-7B"
+    assert [a.status for a in got[0]] == ["not_mentioned", "not_mentioned"]
+    args, cuda = (tmp_path / "env" / "args.txt").read_text().split("\n")[:2]
+    assert cuda == "CUDA=0"  # the server sees only the job's GPU
+    assert "--max-num-seqs 3" in args and args.endswith("--seed 1")
+
+
+def test_backend_choice_and_gpu_needs():
+    assert make_backend({"backend": "rules"}).name == "rules"
+    with pytest.raises(ConfigError, match="extraction.url"):
+        make_backend({"backend": "openai", "url": None})
+    with pytest.raises(ConfigError, match="backend_session"):
+        make_backend({"backend": "vllm", "url": None})
+    with pytest.raises(ConfigError, match="extraction.model"):
+        make_backend({"backend": "transformers", "model": None})
+    assert needs_gpu({"backend": "vllm", "url": "http://h:8000"}) == 0
+    assert needs_gpu({"backend": "transformers", "device": "cuda"}) == 1
+    assert needs_gpu({"backend": "transformers", "device": "cpu"}) == 0
+    assert needs_gpu({"backend": "rules"}) == 0
