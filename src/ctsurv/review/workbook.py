@@ -230,6 +230,9 @@ def save_atomic(book, out: str | Path) -> None:
     os.close(fd)
     try:
         book.save(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes the file private; give it the usual mode
         os.replace(tmp, out)
     finally:
         if os.path.exists(tmp):
