@@ -234,3 +234,52 @@ def table_markdown(table: pd.DataFrame, title: str) -> str:
             f"{fmt(r['mean_auc'])} | {fmt(r['ibs'])} | {fmt(r['logrank_p'], 4)} | {fmt(p_vs, 4)} | {r['n_test']} ({r['events_test']}) |"
         )
     return "\n".join(lines) + "\n"
+
+
+def run_name(path: str | Path) -> tuple[str, str]:
+    """(model, modality) from a ``.../baselines/{model}_{modality}/file`` path."""
+    model, _, modality = Path(path).parent.name.partition("_")
+    return model, modality
+
+
+def dataset_results(prediction_paths: Sequence, metrics_paths: Sequence, dataset: str, truth_path=None,
+                    n_boot: int = 1000, seed: int = 0) -> tuple[pd.DataFrame, str]:
+    """Results table of one dataset from the per-model files, plus its markdown.
+
+    With ``truth_path`` (demo data) an ``oracle`` row gives the c-index of the known
+    log-hazard on the same test patients.
+    """
+    runs = []
+    for pred, met in zip(prediction_paths, metrics_paths):
+        model, modality = run_name(pred)
+        runs.append({"model": model, "modality": modality, "predictions": pd.read_parquet(pred),
+                     "metrics": json.loads(Path(met).read_text())})
+    if truth_path is not None and runs:
+        truth = pd.read_parquet(truth_path)
+        harrell = oracle_cindex(runs[0]["predictions"], truth, n_boot=n_boot, seed=seed)
+        runs.append({"model": "oracle", "modality": "known hazard", "predictions": None, "metrics": {"harrell": harrell}})
+    table = results_table(runs, n_boot=n_boot, seed=seed)
+    table.insert(0, "dataset", dataset)
+    return table, table_markdown(table, dataset)
+
+
+def report_markdown(markdown_tables: Sequence[str], csv_tables: Sequence[pd.DataFrame]) -> str:
+    """The demo-wide page: each dataset's table, then clinical CoxPH next to the oracle."""
+    lines = ["# Survival baselines", "", "Harrell's c-index on the test split; 95% bootstrap intervals; "
+             "p vs CoxPH: paired bootstrap against the clinical CoxPH on the same patients.", ""]
+    lines += [md for md in markdown_tables]
+    lines += ["## Clinical CoxPH versus the known hazard", ""]
+    for table in csv_tables:
+        lines.append(oracle_line(table))
+    return "\n".join(lines) + "\n"
+
+
+def oracle_line(table: pd.DataFrame) -> str:
+    """``dataset: CoxPH (clinical) c-index 0.xxx; oracle (known hazard) 0.xxx`` (oracle when known)."""
+    ds = table["dataset"].iat[0] if len(table) else "?"
+    cox = table[(table["model"] == "coxph") & (table["modality"] == "clinical")]
+    oracle = table[table["model"] == "oracle"]
+    text = f"- {ds}: CoxPH (clinical) c-index {cox['c_index'].iat[0]:.3f}" if len(cox) else f"- {ds}: no clinical CoxPH"
+    if len(oracle):
+        text += f"; oracle (known hazard) c-index {oracle['c_index'].iat[0]:.3f}"
+    return text

@@ -1,0 +1,25 @@
+"""Rule train_baseline: fit one survival baseline on a cohort, write risks and curves."""
+
+from pathlib import Path
+
+from ctsurv.data.cohort import read_cohort
+from ctsurv.scripting import run_step
+from ctsurv.survival.baselines import train_baseline
+from ctsurv.survival.models import ModelSettings
+
+
+def main(smk):
+    survival = smk.params.survival
+    stores = {kind: str(Path(smk.input[kind]).parent) for kind in ("text", "image") if kind in smk.input.keys()}
+    train_baseline(
+        read_cohort(smk.input.cohort),
+        model=smk.wildcards.model,
+        modality=smk.wildcards.modality,
+        clinical=smk.params.clinical,
+        stores=stores,
+        settings=ModelSettings.from_config(survival, seed=survival["seed"]),
+        out_dir=Path(smk.output.predictions).parent,
+    )
+
+
+run_step(snakemake, main)  # noqa: F821
