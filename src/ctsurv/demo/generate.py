@@ -78,6 +78,7 @@ def generate_dataset(
     workers: int = 2,
     write_labels: bool = True,
     progress: bool = True,
+    pool: ProcessPoolExecutor | None = None,
 ) -> Path:
     """Generate one demo dataset into ``{outdir}/{name}/``.
 
@@ -89,6 +90,8 @@ def generate_dataset(
         workers: processes rendering volumes (1: in this process).
         write_labels: also write the tissue label maps.
         progress: show a tqdm bar.
+        pool: an executor to render with (``generate_demo`` shares one over the datasets);
+            None: start one of ``workers`` processes when ``workers`` > 1.
 
     Returns:
         the dataset folder.
@@ -116,7 +119,7 @@ def generate_dataset(
         )
         for p in plans
     ]
-    _run_tasks(tasks, workers, progress, desc=name)
+    _run_tasks(tasks, workers, progress, desc=name, pool=pool)
 
     manifest = manifest_frame(plans, kind)
     manifest.to_csv(work / "manifest.csv", index=False)
@@ -133,18 +136,30 @@ def generate_dataset(
     return final
 
 
-def _run_tasks(tasks: list, workers: int, progress: bool, desc: str) -> None:
+def _start_pool(workers: int) -> ProcessPoolExecutor:
+    # Workers inherit SimpleITK already imported instead of importing it each.
+    import SimpleITK  # noqa: F401
+
+    return ProcessPoolExecutor(max_workers=workers)
+
+
+def _run_tasks(tasks: list, workers: int, progress: bool, desc: str, pool: ProcessPoolExecutor | None = None) -> None:
     from tqdm import tqdm
 
     bar = tqdm(total=len(tasks), desc=f"{desc} volumes", unit="vol", disable=not progress)
-    if workers <= 1:
+    if pool is None and workers <= 1:
         for task in tasks:
             _render_task(task)
             bar.update()
     else:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            for _ in pool.map(_render_task, tasks, chunksize=4):
+        own = pool is None
+        pool = pool or _start_pool(workers)
+        try:
+            for _ in pool.map(_render_task, tasks, chunksize=2):
                 bar.update()
+        finally:
+            if own:
+                pool.shutdown()
     bar.close()
 
 
@@ -161,9 +176,14 @@ def generate_demo(
 ) -> dict[str, Path]:
     """Generate demo_pretrain, demo_lung and demo_pe under ``outdir``; return their folders."""
     sizes = {"demo_pretrain": n_pretrain, "demo_lung": n_lung, "demo_pe": n_pe}
-    return {
-        name: generate_dataset(name, outdir, seed=seed, n=n, workers=workers, write_labels=write_labels, progress=progress)
-        for name, n in sizes.items()
-    }
+    pool = _start_pool(workers) if workers > 1 else None
+    try:
+        return {
+            name: generate_dataset(name, outdir, seed=seed, n=n, workers=workers, write_labels=write_labels, progress=progress, pool=pool)
+            for name, n in sizes.items()
+        }
+    finally:
+        if pool is not None:
+            pool.shutdown()
 
 

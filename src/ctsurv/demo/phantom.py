@@ -174,19 +174,15 @@ def render(scene: Scene, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarr
     """
     nx, ny, nz = scene.size
     xs, ys, zs = scene.axis_coords()
-    labels = np.zeros((nx, ny, nz), dtype=np.uint8)
-    hu = np.full((nx, ny, nz), scene.background_hu, dtype=np.float32)
-
-    # Body: an elliptic cylinder of muscle inside a ring of subcutaneous fat.
+    # Body: an elliptic cylinder of muscle inside a ring of subcutaneous fat, built on one
+    # axial plane and repeated along z.
     a, b, fat_mm, hu_fat, hu_muscle = scene.body
     r_body = (xs[:, None] / a) ** 2 + (ys[None, :] / b) ** 2
     r_inner = (xs[:, None] / (a - fat_mm)) ** 2 + (ys[None, :] / (b - fat_mm)) ** 2
-    in_body = np.broadcast_to((r_body <= 1.0)[:, :, None], labels.shape)
-    in_muscle = np.broadcast_to((r_inner <= 1.0)[:, :, None], labels.shape)
-    labels[in_body] = LABEL["fat"]
-    hu[in_body] = hu_fat
-    labels[in_muscle] = LABEL["soft_tissue"]
-    hu[in_muscle] = hu_muscle
+    plane_labels = np.where(r_inner <= 1.0, LABEL["soft_tissue"], np.where(r_body <= 1.0, LABEL["fat"], LABEL["air"]))
+    plane_hu = np.where(r_inner <= 1.0, hu_muscle, np.where(r_body <= 1.0, hu_fat, scene.background_hu))
+    labels = np.repeat(plane_labels.astype(np.uint8)[:, :, None], nz, axis=2)
+    hu = np.repeat(plane_hu.astype(np.float32)[:, :, None], nz, axis=2)
 
     coords = (xs, ys, zs)
     for shape in scene.shapes:
