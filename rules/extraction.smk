@@ -9,15 +9,6 @@ from ctsurv.extraction.backends import needs_gpu
 EXTRACTION_SHARDS = config["extraction"]["shards"]
 
 
-def extraction_shard_files(wildcards):
-    return expand(
-        "results/{dataset}/qa/shards/{shard}-of-{n}.parquet",
-        dataset=wildcards.dataset,
-        shard=range(EXTRACTION_SHARDS),
-        n=EXTRACTION_SHARDS,
-    )
-
-
 STAGE_TARGETS.append(lambda: expand("results/{dataset}/qa/answers.parquet", dataset=DATASETS))
 
 
@@ -49,7 +40,12 @@ rule extract_answers:
 
 rule merge_answers:
     input:
-        shards=extraction_shard_files,
+        shards=lambda wildcards: expand(
+            "results/{dataset}/qa/shards/{shard}-of-{n}.parquet",
+            dataset=wildcards.dataset,
+            shard=range(EXTRACTION_SHARDS),
+            n=EXTRACTION_SHARDS,
+        ),
     output:
         answers="results/{dataset}/qa/answers.parquet",
     log:
