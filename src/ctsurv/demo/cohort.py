@@ -43,7 +43,7 @@ CLINICAL_COLUMNS = {
 #: target censored fractions and median event time (days) of the survival kinds
 FOLLOW_UP = {"lung": (0.225, 600.0), "pe": (0.80, 2500.0)}
 _KIND_INDEX = {"pretrain": 0, "lung": 1, "pe": 2}
-_PREFIX = {"pretrain": "P", "lung": "L", "pe": "E"}
+_HAZARD_KEYS = ("log_hazard", "log_hazard_clinical", "log_hazard_findings", "log_hazard_image_only")
 
 
 @dataclass
@@ -113,8 +113,8 @@ def _plan_one(rng, kind: str, sid: str, pid: str, anatomy, f: Findings, clinical
     report, gold = write_report(kind, f, rng)
     orientation = str(rng.choice(ORIENTATIONS))
     truth = {"study_id": sid, "patient_id": pid}
-    if hazard is not None:
-        truth.update(hazard)
+    # Without follow-up (pretrain) the hazard columns exist but are empty.
+    truth.update(hazard if hazard is not None else dict.fromkeys(_HAZARD_KEYS, float("nan")))
     truth.update(_truth_fields(f, anatomy.scene, orientation))
     return StudyPlan(sid, pid, anatomy.scene, orientation, int(rng.integers(2**32)), report, gold, clinical, truth)
 

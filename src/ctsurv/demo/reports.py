@@ -296,22 +296,36 @@ def _vessels(w: _Writer, f: Findings) -> None:
             texts.append(w.add("pe", "Saddle embolus straddling the bifurcation of the main pulmonary artery."))
             places.append("main pulmonary artery")
         if others:
-            names = [_CLOT_WORDS.get(c.vessel, c.vessel) for c in others]
+            plural = len(others) > 1
             if others[0].level == "subsegmental":
-                names = [f"a subsegmental branch of the {c.vessel.split()[0]} lower lobe pulmonary artery" for c in others]
-            listed = ", ".join(names[:-1]) + (" and " if len(names) > 1 else "") + names[-1]
-            if acute:
+                sides = " and ".join(c.vessel.split()[0] for c in others)
+                where = (
+                    f"subsegmental branches of the {sides} lower lobe pulmonary arteries"
+                    if plural
+                    else f"a subsegmental branch of the {sides} lower lobe pulmonary artery"
+                )
+            else:
+                names = [_CLOT_WORDS.get(c.vessel, c.vessel) for c in others]
+                where = "the " + ", ".join(names[:-1]) + (" and " if plural else "") + names[-1]
+            if acute and plural:
                 sentence = w.pick(
                     [
-                        f"Filling defects in the {listed}, consistent with acute pulmonary embolism.",
-                        f"Acute pulmonary emboli are seen in the {listed}.",
-                        f"There are intraluminal filling defects within the {listed}, compatible with acute pulmonary emboli.",
+                        f"Filling defects in {where}, consistent with acute pulmonary embolism.",
+                        f"Acute pulmonary emboli are seen in {where}.",
+                        f"There are intraluminal filling defects within {where}, compatible with acute pulmonary emboli.",
                     ]
                 )
-                if len(names) == 1:
-                    sentence = sentence.replace("Filling defects", "Filling defect").replace("emboli are", "embolus is").replace("are intraluminal filling defects", "is an intraluminal filling defect").replace("acute pulmonary emboli.", "acute pulmonary embolus.")
+            elif acute:
+                sentence = w.pick(
+                    [
+                        f"Filling defect in {where}, consistent with acute pulmonary embolism.",
+                        f"Acute pulmonary embolus is seen in {where}.",
+                        f"There is an intraluminal filling defect within {where}, compatible with an acute pulmonary embolus.",
+                    ]
+                )
             else:
-                sentence = f"Eccentric, wall-adherent filling defects in the {listed}, compatible with chronic pulmonary embolism."
+                noun = "filling defects" if plural else "filling defect"
+                sentence = f"Eccentric, wall-adherent {noun} in {where}, compatible with chronic pulmonary embolism."
             texts.append(w.add("pe", sentence))
             places += [c.vessel for c in others]
         w.impression.insert(0, ("Acute" if acute else "Chronic") + " pulmonary embolism" + (" (subsegmental only)." if others and others[0].level == "subsegmental" else "."))
