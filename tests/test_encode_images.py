@@ -190,3 +190,17 @@ def test_encode_dataset_takes_the_studies_that_passed_qc(tmp_path, monkeypatch):
     assert (tmp_path / "locks" / "gpu-0.lock").exists()
     pooled, _ = direct(model(), {s: data[s] for s in ("s00", "s02")}, ["s00", "s02"])
     np.testing.assert_allclose(store.get(["s00", "s02"]), pooled, atol=2e-3)  # uint16 cache, float16 store
+
+
+def test_cli_encode_images(tmp_path, capsys):
+    from ctsurv.cli import main
+    from ctsurv.imaging.cache import write_entry
+
+    for sid, vol in volumes(2).items():
+        write_entry(tmp_path / "ct", sid, vol, key={"source": sid})
+    assert main(["encode-images", str(tmp_path / "ct"), str(tmp_path / "image"), "--width", "8",
+                 "--precision", "fp32", "--device", "cpu", "--tokens", "490"]) == 0
+    store = FeatureStore(tmp_path / "image")
+    assert store.study_ids == ["s00", "s01"] and store.array("tokens").shape == (2, 2, 256)
+    assert main(["encode-images", str(tmp_path / "ct"), str(tmp_path / "x"), "--checkpoint", str(tmp_path / "no.pt")]) == 1
+    assert "no.pt not found" in capsys.readouterr().err

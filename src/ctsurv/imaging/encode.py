@@ -312,6 +312,8 @@ def _encode_into_shards(todo, loader, partial, model, mode, batch_size, device, 
     if num_workers is None:
         num_workers = 2 if on_gpu else 0
     model = model.to(device).eval()
+    if on_gpu:
+        torch.backends.cudnn.benchmark = True  # every batch has the same shape: autotune once
     batches = DataLoader(
         VolumeDataset(todo, loader),
         batch_size=batch_size,
