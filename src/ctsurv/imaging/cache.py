@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -312,8 +313,11 @@ def preprocess_cohort(cohort_df, cache_dir: str | Path, spacing, size, workers: 
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
-        # spawn: forking a process that already runs threads (torch, BLAS) can deadlock.
-        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+        # fork on Linux: "spawn" re-runs the parent's __main__, which in a Snakemake script
+        # is the script itself.  Workers only use numpy and SimpleITK, so forking a parent
+        # with library thread pools is safe here.
+        method = "fork" if sys.platform.startswith("linux") else "spawn"
+        with ProcessPoolExecutor(workers, mp_context=mp.get_context(method)) as pool:
             for fut in as_completed([pool.submit(_process_study, t) for t in tasks]):
                 results.append(fut.result())
                 bar.update()

@@ -53,7 +53,8 @@ def qc_montage(cache_dir: str | Path, study_ids: Sequence[str], out_png: str | P
     """Draw mid-slices of preprocessed volumes: one row per study, columns axial, coronal, sagittal.
 
     Views follow the radiological convention: patient right on the image's left, anterior
-    up (axial), superior up (coronal, sagittal).  Pixel aspect follows ``spacing``.
+    up (axial), superior up (coronal, sagittal), anterior on the left (sagittal).  Pixel
+    aspect follows ``spacing``.
 
     Args:
         cache_dir: the preprocessed cache.
@@ -79,7 +80,7 @@ def qc_montage(cache_dir: str | Path, study_ids: Sequence[str], out_png: str | P
         views = [
             ("axial", vol[::-1, :, z].T, sy / sx),  # x reversed: patient right on the left
             ("coronal", vol[::-1, y, :].T, sz / sx),
-            ("sagittal", vol[x, :, :].T, sz / sy),
+            ("sagittal", vol[x, ::-1, :].T, sz / sy),  # anterior on the left
         ]
         for c, (name, img, aspect) in enumerate(views):
             ax = axes[r, c]
