@@ -6,10 +6,10 @@
 # every save.  Instead a content digest of the workbook is a param, so apply_review (and
 # what depends on it) re-runs exactly when the review's content changed.
 
-from ctsurv.review.digest import cached_review_digest
+from ctsurv.review.digest import review_digests
 
-# The clinician's workbook of a dataset (config review.workbook, outside results/).
-REVIEW_WORKBOOK = config["review"]["workbook"]
+# Where the clinician workbooks are (config review.workbook and review.reviewers).
+REVIEW_PLACES = {key: config["review"][key] for key in ("workbook", "reviewers")}
 
 
 rule export_review:
@@ -20,7 +20,7 @@ rule export_review:
     output:
         workbook="results/{dataset}/review/export.xlsx",
     params:
-        clinician=lambda wc: REVIEW_WORKBOOK.format(dataset=wc.dataset),
+        review=REVIEW_PLACES,
     log:
         "results/logs/export_review/{dataset}.log",
     benchmark:
@@ -38,10 +38,8 @@ rule apply_review:
         final="results/{dataset}/qa/final.parquet",
         audit="results/{dataset}/qa/audit.parquet",
     params:
-        workbook=lambda wc: REVIEW_WORKBOOK.format(dataset=wc.dataset),
-        digest=lambda wc: cached_review_digest(
-            REVIEW_WORKBOOK.format(dataset=wc.dataset), f"results/{wc.dataset}/review/digest.json"
-        ),
+        review=REVIEW_PLACES,
+        digest=lambda wc: review_digests(REVIEW_PLACES, wc.dataset, f"results/{wc.dataset}/review"),
     log:
         "results/logs/apply_review/{dataset}.log",
     benchmark:

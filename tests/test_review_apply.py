@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import pandas as pd
+import pytest
 
 from ctsurv.review.apply import apply_review, usable_answers
 from ctsurv.review.audit import AUDIT_COLUMNS
-from ctsurv.review.clinician import publish_export, update_clinician_workbook
+from ctsurv.errors import ConfigError
+from ctsurv.review.clinician import clinician_workbooks, publish_export, update_clinician_workbook
 from ctsurv.review.status import review_status
-from ctsurv.review.steps import run_apply, run_export
+from ctsurv.review.steps import current_review, run_apply, run_export
 from ctsurv.review.validate import load_review
 from ctsurv.review.workbook import export_workbook
 from test_review_workbook import QUESTIONS, edit, make_answers, make_reports, review_values
@@ -63,7 +65,7 @@ def test_audit_table(tmp_path):
     final_path, audit_path = tmp_path / "qa" / "final.parquet", tmp_path / "qa" / "audit.parquet"
     answers_path = tmp_path / "answers.parquet"
     answers.to_parquet(answers_path)
-    run_apply(answers_path, path, final_path, audit_path)
+    run_apply(answers_path, {None: path}, final_path, audit_path)
     audit = pd.read_parquet(audit_path)
     assert list(audit.columns) == list(AUDIT_COLUMNS)
     assert audit[["sheet_row", "decision", "reviewer"]].values.tolist() == [[2, "approve", "dr a"], [3, "correct", "dr b"], [4, "reject", "dr a"], [5, "correct", "dr b"]]
@@ -94,14 +96,14 @@ def test_run_export_creates_the_clinician_copy_once_and_never_overwrites_it(tmp_
     questions.write_text("questions:\n" + "".join(f"  - {{id: {q.id}, text: '{q.text}'}}\n" for q in QUESTIONS))
     clinician = tmp_path / "reviews" / "demo.xlsx"
     export = tmp_path / "results" / "export.xlsx"
-    run_export(answers_path, cohort_path, questions, export, clinician)
+    run_export(answers_path, cohort_path, questions, export, {None: clinician})
     assert clinician.read_bytes() == export.read_bytes()
     edit(clinician, {"I2": "approve"})
     edited = clinician.read_bytes()
     answers = make_answers(n=4)
     answers.to_parquet(answers_path)
     make_reports(4).to_parquet(cohort_path)
-    summary = run_export(answers_path, cohort_path, questions, export, clinician)
+    summary = run_export(answers_path, cohort_path, questions, export, {None: clinician})
     assert clinician.read_bytes() == edited  # clinician's work untouched
     assert (summary.carried, summary.new) == (1, 2)
     assert review_values(export)[("s0", "primary_tumor")]["decision"] == "approve"
@@ -111,3 +113,35 @@ def test_run_export_creates_the_clinician_copy_once_and_never_overwrites_it(tmp_
     assert backup.read_bytes() == edited and backup.parent.name == "backup"
     values = review_values(clinician)
     assert len(values) == 8 and values[("s0", "primary_tumor")]["decision"] == "approve"
+
+
+def test_one_workbook_per_reviewer_merged_with_conflicts(tmp_path):
+    review = {"workbook": str(tmp_path / "reviews" / "{dataset}.{reviewer}.xlsx"), "reviewers": ["ana", "ben"]}
+    workbooks = clinician_workbooks(review, "demo")
+    assert workbooks == {"ana": tmp_path / "reviews/demo.ana.xlsx", "ben": tmp_path / "reviews/demo.ben.xlsx"}
+    answers = make_answers()
+    answers_path = tmp_path / "answers.parquet"
+    answers.to_parquet(answers_path)
+    for path in workbooks.values():
+        export_workbook(answers, make_reports(), QUESTIONS, path)
+    # row 2 both approve; row 3 ana corrects, ben approves (conflict); row 4 only ben rejects
+    edit(workbooks["ana"], {"I2": "approve", "H3": "small effusion", "K2": "clear"})
+    edit(workbooks["ben"], {"I2": "approve", "I3": "approve", "I4": "reject", "K2": "agree"})
+    final, audit = current_review(answers_path, workbooks)
+    final = final.set_index(["study_id", "question_id"])
+    assert final.loc[("s0", "primary_tumor"), ["decision", "reviewer", "comment"]].tolist() == ["approve", "ana; ben", "clear; agree"]
+    assert final.loc[("s0", "pleura"), ["decision", "answer"]].tolist() == ["pending", "Not mentioned"]
+    assert final.loc[("s1", "primary_tumor"), ["decision", "reviewer"]].tolist() == ["reject", "ben"]
+    conflict = audit[~audit["applied"]]
+    assert conflict[["reviewer", "sheet_row"]].values.tolist() == [["ana", 3], ["ben", 3]]
+    assert conflict["note"].iloc[0] == "reviewers disagree: ana: correct to 'small effusion'; ben: approve"
+    assert set(audit["workbook"]) == {str(p) for p in workbooks.values()}
+
+
+@pytest.mark.parametrize("review, message", [
+    ({"workbook": "reviews/{dataset}.xlsx", "reviewers": ["ana"]}, "must contain {reviewer}"),
+    ({"workbook": "reviews/{dataset}.{reviewer}.xlsx", "reviewers": []}, "list the reviewers"),
+])
+def test_reviewer_placeholder_and_list_go_together(review, message):
+    with pytest.raises(ConfigError, match=message):
+        clinician_workbooks(review, "demo")

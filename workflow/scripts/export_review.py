@@ -1,12 +1,14 @@
-"""Rule export_review: a fresh review workbook; creates the clinician's copy if absent."""
+"""Rule export_review: a fresh review workbook; creates the clinician workbooks that are absent."""
 
 from ctsurv.scripting import run_step
 
 
 def main(smk):
+    from ctsurv.review.clinician import clinician_workbooks
     from ctsurv.review.steps import run_export
 
-    run_export(smk.input.answers, smk.input.cohort, smk.input.questions, smk.output.workbook, smk.params.clinician)
+    workbooks = clinician_workbooks(smk.params.review, smk.wildcards.dataset)
+    run_export(smk.input.answers, smk.input.cohort, smk.input.questions, smk.output.workbook, workbooks)
 
 
 run_step(snakemake, main)  # noqa: F821

@@ -27,6 +27,7 @@ def register(subparsers) -> None:
                                 description="Re-export DATASET's workbook from the current answers, carrying every decision over "
                                 "(changed answers are flagged for review again); the old workbook is kept under reviews/backup/.")
     update.add_argument("dataset")
+    update.add_argument("--reviewer", help="only this reviewer's workbook (default: all)")
     update.add_argument("--config", type=Path, default=Path("config/config.yaml"), help="config YAML (default: config/config.yaml)")
     update.add_argument("--schema", type=Path, default=SCHEMA, help="config schema (default: the repository's)")
     update.set_defaults(func=run_update)
@@ -48,24 +49,32 @@ def _datasets(config: dict, wanted: list[str] | None) -> list[str]:
 
 
 def run_status(args) -> int:
-    from ..review.clinician import clinician_path
+    from ..review.clinician import clinician_workbooks
     from ..review.status import review_status
     from ..review.steps import current_review
 
     config = _config(args)
     for dataset in _datasets(config, args.dataset):
         answers = Path(f"results/{dataset}/qa/answers.parquet")
-        workbook = clinician_path(config["review"]["workbook"], dataset)
+        workbooks = clinician_workbooks(config["review"], dataset)
         if not answers.exists():
             print(f"{dataset}: no answers yet ({answers} missing; run the workflow up to extract_answers)\n")
             continue
-        final, audit = current_review(answers, workbook)
-        source = workbook if workbook.exists() else f"no workbook at {workbook}"
+        final, audit = current_review(answers, workbooks)
+        present = [str(p) for p in workbooks.values() if p.exists()]
+        source = ", ".join(present) if present else "no workbook at " + ", ".join(map(str, workbooks.values()))
         print(f"{dataset} ({source})")
         print(review_status(final).to_string())
-        outdated = int((~audit["applied"]).sum()) if len(audit) else 0
+        unapplied = audit[~audit["applied"]]
+        note = unapplied["note"].fillna("")
+        outdated = int(note.str.startswith("extracted answer changed").sum())
+        conflicts = unapplied[note.str.startswith("reviewers disagree")][["study_id", "question_id"]].drop_duplicates()
         if outdated:
             print(f"  {outdated} decision(s) concern answers that changed since export: run `ctsurv review update {dataset}`")
+        if len(conflicts):
+            print(f"  {len(conflicts)} answer(s) with disagreeing reviewers (pending until they agree):")
+            for row in conflicts.itertuples(index=False):
+                print(f"    {row.study_id} / {row.question_id}")
         print()
     return 0
 
@@ -74,15 +83,22 @@ def run_update(args) -> int:
     import pandas as pd
 
     from ..extraction.questions import load_questions
-    from ..review.clinician import clinician_path, update_clinician_workbook
+    from ..review.clinician import clinician_workbooks, update_clinician_workbook
+    from ..errors import ConfigError
     from ..review.steps import read_reports
 
     config = _config(args)
     (dataset,) = _datasets(config, [args.dataset])
-    workbook = clinician_path(config["review"]["workbook"], dataset)
+    workbooks = clinician_workbooks(config["review"], dataset)
+    if args.reviewer:
+        if args.reviewer not in workbooks:
+            raise ConfigError(f"no reviewer '{args.reviewer}' under review.reviewers (have: {', '.join(map(str, workbooks))})")
+        workbooks = {args.reviewer: workbooks[args.reviewer]}
     answers = pd.read_parquet(f"results/{dataset}/qa/answers.parquet")
     reports = read_reports(f"results/{dataset}/cohort.parquet")
-    summary, backup = update_clinician_workbook(answers, reports, load_questions(config["extraction"]["questions"]), workbook)
-    print(f"wrote {workbook}: {summary.rows} rows, {summary.carried} decisions kept, {summary.changed} changed answers to review again, "
-          f"{summary.new} new rows, {summary.dropped} reviewed rows no longer extracted" + (f"; backup {backup}" if backup else ""))
+    questions = load_questions(config["extraction"]["questions"])
+    for workbook in workbooks.values():
+        summary, backup = update_clinician_workbook(answers, reports, questions, workbook)
+        print(f"wrote {workbook}: {summary.rows} rows, {summary.carried} decisions kept, {summary.changed} changed answers to review again, "
+              f"{summary.new} new rows, {summary.dropped} reviewed rows no longer extracted" + (f"; backup {backup}" if backup else ""))
     return 0

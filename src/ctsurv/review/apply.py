@@ -7,17 +7,20 @@ with source clinician; a rejection keeps the extracted text but is marked ``reje
 must not be used as a target (:func:`usable_answers`).  A decision made on an answer that
 has changed since the workbook was exported is not applied (the row stays pending and the
 audit says why): re-export with ``ctsurv review update`` and review it again.
-No workbook means no review yet: final equals extracted, every row pending.
+Several reviewers' workbooks are merged: agreeing decisions apply, disagreements stay
+pending and are listed in the audit table.  No workbook means no review yet: final
+equals extracted, every row pending.
 """
 
 from __future__ import annotations
 
 import logging
+from typing import Mapping
 
 import pandas as pd
 
 from ..extraction.base import NOT_MENTIONED
-from .audit import AUDIT_COLUMNS, WorkbookInfo, audit_table
+from .audit import WorkbookInfo, audit_table
 from .layout import PENDING
 
 log = logging.getLogger(__name__)
@@ -25,17 +28,22 @@ log = logging.getLogger(__name__)
 REVIEW_COLUMNS = ("source", "decision", "reviewer", "comment", "extracted_answer")
 
 
-def apply_review(answers: pd.DataFrame, review: pd.DataFrame | None, workbook: WorkbookInfo | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+def apply_review(answers: pd.DataFrame, review: pd.DataFrame | None, workbooks: Mapping[str, WorkbookInfo] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Merge validated review rows into the answers table.
 
     Args:
         answers: the answers table, one row per (study, question).
-        review: rows from :func:`ctsurv.review.validate.load_review`, or None (no workbook).
-        workbook: where the review came from, for the audit table.
+        review: rows from :func:`ctsurv.review.validate.load_review` (of one workbook, or
+            several concatenated, with a ``workbook`` column naming each row's file), or
+            None (no workbook).
+        workbooks: path -> :class:`~ctsurv.review.audit.WorkbookInfo`, for the audit table.
 
     Returns:
         ``(final, audit)``: the final table (same rows and order as ``answers``) and one
-        audit row per reviewed workbook row (:data:`~ctsurv.review.audit.AUDIT_COLUMNS`).
+        audit row per decided workbook row (:data:`~ctsurv.review.audit.AUDIT_COLUMNS`).
+        Decisions of several reviewers on one answer apply when they agree (reviewers and
+        comments joined with "; "); when they disagree the answer stays pending and every
+        decision is in the audit with ``applied`` False and the disagreement in ``note``.
     """
     final = answers.copy()
     final["extracted_answer"] = final["answer"]
@@ -44,38 +52,65 @@ def apply_review(answers: pd.DataFrame, review: pd.DataFrame | None, workbook: W
     final["reviewer"] = None
     final["comment"] = None
     if review is None or review.empty:
-        return final, pd.DataFrame(columns=list(AUDIT_COLUMNS))
+        return final, audit_table([], workbooks)
 
-    position = {key: i for i, key in enumerate(zip(final["study_id"].astype(str), final["question_id"].astype(str)))}
-    events = []
-    outdated = 0
+    labels = dict(zip(zip(final["study_id"].astype(str), final["question_id"].astype(str)), final.index))
+    by_key: dict[tuple, list] = {}
     for row in review.itertuples(index=False):
-        if row.decision is None:
-            continue
-        i = position[(row.study_id, row.question_id)]
-        current = final.at[final.index[i], "answer"]
+        if row.decision is not None:
+            by_key.setdefault((row.study_id, row.question_id), []).append(row)
+    events = []
+    outdated = conflicts = 0
+    for key, rows in by_key.items():
+        label = labels[key]
+        current = final.at[label, "answer"]
         current = None if pd.isna(current) else current
-        event = {"study_id": row.study_id, "question_id": row.question_id, "sheet_row": row.sheet_row,
-                 "decision": row.decision, "reviewer": row.reviewer, "comment": row.comment,
-                 "extracted_answer": current, "reviewed_answer": row.extracted_answer}
-        if row.extracted_answer != current:
-            outdated += 1
-            events.append({**event, "final_answer": current, "applied": False,
-                           "note": "extracted answer changed since export; run `ctsurv review update` and review again"})
+
+        def event(row, applied, note=None, final_answer=current):
+            return {"study_id": row.study_id, "question_id": row.question_id, "sheet_row": row.sheet_row, "decision": row.decision,
+                    "reviewer": row.reviewer, "comment": row.comment, "reviewed_answer": row.extracted_answer,
+                    "extracted_answer": current, "final_answer": final_answer, "applied": applied, "note": note,
+                    "workbook": getattr(row, "workbook", None)}
+
+        valid = []
+        for row in rows:
+            if row.extracted_answer != current:
+                outdated += 1
+                events.append(event(row, False, "extracted answer changed since export; run `ctsurv review update` and review again"))
+            else:
+                valid.append(row)
+        if not valid:
             continue
-        label = final.index[i]
-        final.at[label, "decision"] = row.decision
-        final.at[label, "reviewer"] = row.reviewer
-        final.at[label, "comment"] = row.comment
-        if row.decision == "correct":
-            final.at[label, "answer"] = row.corrected_answer
-            final.at[label, "status"] = "not_mentioned" if row.corrected_answer.strip().lower() == NOT_MENTIONED.lower() else "ok"
+        if len({(r.decision, r.corrected_answer) for r in valid}) > 1:
+            conflicts += 1
+            note = "reviewers disagree: " + "; ".join(_describe(r) for r in valid)
+            events += [event(r, False, note) for r in valid]
+            continue
+        first = valid[0]
+        final.at[label, "decision"] = first.decision
+        final.at[label, "reviewer"] = _join(r.reviewer for r in valid)
+        final.at[label, "comment"] = _join(r.comment for r in valid)
+        if first.decision == "correct":
+            final.at[label, "answer"] = first.corrected_answer
+            final.at[label, "status"] = "not_mentioned" if first.corrected_answer.strip().lower() == NOT_MENTIONED.lower() else "ok"
             final.at[label, "error"] = None
             final.at[label, "source"] = "clinician"
-        events.append({**event, "final_answer": final.at[label, "answer"], "applied": True, "note": None})
+        events += [event(r, True, final_answer=final.at[label, "answer"]) for r in valid]
     if outdated:
         log.warning("%d decision(s) were made on answers that changed since export; they stay pending", outdated)
-    return final, audit_table(events, workbook)
+    if conflicts:
+        log.warning("reviewers disagree on %d answer(s); they stay pending (see the audit table)", conflicts)
+    return final, audit_table(events, workbooks)
+
+
+def _describe(row) -> str:
+    who = row.reviewer or getattr(row, "workbook", None) or "?"
+    return f"{who}: {row.decision}" + (f" to {row.corrected_answer!r}" if row.decision == "correct" else "")
+
+
+def _join(values) -> str | None:
+    unique = list(dict.fromkeys(v for v in values if v))
+    return "; ".join(unique) if unique else None
 
 
 def usable_answers(final: pd.DataFrame) -> pd.DataFrame:

@@ -3,7 +3,7 @@
 One row per reviewed workbook row: ``study_id, question_id, sheet_row, decision,
 reviewer, comment, reviewed_answer`` (the extracted answer shown in the workbook),
 ``extracted_answer`` (the current one), ``final_answer``, ``applied`` (False when the
-answer changed since export), ``note``, and the workbook's ``workbook``, ``workbook_sha256``,
+answer changed since export, or when reviewers disagree), ``note``, and the workbook's ``workbook``, ``workbook_sha256``,
 ``workbook_modified`` / ``workbook_modified_by`` (from the file's properties, as Excel
 records them), ``applied_at`` (UTC).
 """
@@ -14,6 +14,7 @@ import datetime as dt
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Mapping
 
 import pandas as pd
 
@@ -30,10 +31,9 @@ class WorkbookInfo:
     sha256: str
     modified: str | None  #: ISO time Excel stored as "last modified"
     modified_by: str | None
-    applied_at: str  #: ISO UTC time of this apply
 
 
-def workbook_info(path: str | Path, now: dt.datetime | None = None) -> WorkbookInfo:
+def workbook_info(path: str | Path) -> WorkbookInfo:
     """Identify a workbook file for the audit table."""
     import openpyxl
 
@@ -45,19 +45,27 @@ def workbook_info(path: str | Path, now: dt.datetime | None = None) -> WorkbookI
         modified_by = props.lastModifiedBy
     finally:
         book.close()
-    now = now or dt.datetime.now(dt.timezone.utc)
-    return WorkbookInfo(str(path), hashlib.sha256(path.read_bytes()).hexdigest(), modified, modified_by, now.isoformat(timespec="seconds"))
+    return WorkbookInfo(str(path), hashlib.sha256(path.read_bytes()).hexdigest(), modified, modified_by)
 
 
-def audit_table(events: list[dict], workbook: WorkbookInfo | None) -> pd.DataFrame:
-    """Build the audit table from per-row events (see the module docstring)."""
-    table = pd.DataFrame.from_records(events, columns=[c for c in AUDIT_COLUMNS if not c.startswith(("workbook", "applied_at"))])
-    info = workbook or WorkbookInfo("", "", None, None, dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
-    table["workbook"] = info.path
-    table["workbook_sha256"] = info.sha256
-    table["workbook_modified"] = info.modified
-    table["workbook_modified_by"] = info.modified_by
-    table["applied_at"] = info.applied_at
+def audit_table(events: list[dict], workbooks: Mapping[str, WorkbookInfo] | None = None, applied_at: str | None = None) -> pd.DataFrame:
+    """Build the audit table from per-row events (see the module docstring).
+
+    Args:
+        events: dicts with the non-workbook columns of :data:`AUDIT_COLUMNS` and ``workbook``
+            (the path the row came from).
+        workbooks: path -> :class:`WorkbookInfo` of every workbook read.
+        applied_at: ISO time of this apply (default: now, UTC).
+    """
+    workbooks = workbooks or {}
+    applied_at = applied_at or dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    per_row = [c for c in AUDIT_COLUMNS if not c.startswith("workbook_") and c != "applied_at"]
+    table = pd.DataFrame.from_records(events, columns=per_row)
+    infos = [workbooks.get(path) for path in table["workbook"]]
+    table["workbook_sha256"] = [i.sha256 if i else None for i in infos]
+    table["workbook_modified"] = [i.modified if i else None for i in infos]
+    table["workbook_modified_by"] = [i.modified_by if i else None for i in infos]
+    table["applied_at"] = applied_at
     table["applied"] = table["applied"].astype(bool)
     table["sheet_row"] = table["sheet_row"].astype("int64")
     return table[list(AUDIT_COLUMNS)]

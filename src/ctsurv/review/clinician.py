@@ -1,6 +1,7 @@
 """The clinician's copy of the review workbook (``review.workbook`` in the config).
 
-It lives outside ``results/`` so the workflow never deletes it.  The workflow creates it
+It lives outside ``results/`` so the workflow never deletes it; with ``review.reviewers``
+listed, every reviewer has a workbook of their own.  The workflow creates it
 once (:func:`publish_export`, when it does not exist yet) and never writes to it again;
 :func:`update_clinician_workbook` (``ctsurv review update``) replaces it with a re-export
 that carries every decision over, after a timestamped backup.
@@ -12,10 +13,11 @@ import datetime as dt
 import logging
 import shutil
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import pandas as pd
 
+from ..errors import ConfigError
 from ..extraction.base import Question
 from .workbook import ExportSummary, export_workbook
 
@@ -23,8 +25,30 @@ log = logging.getLogger(__name__)
 
 
 def clinician_path(template: str, dataset: str) -> Path:
-    """The workbook path of ``dataset`` from the ``review.workbook`` template."""
+    """The workbook path of ``dataset`` from the ``review.workbook`` template (one reviewer or a shared file)."""
     return Path(template.format(dataset=dataset))
+
+
+def clinician_workbooks(review_config: Mapping, dataset: str) -> dict[str | None, Path]:
+    """Reviewer -> workbook path of ``dataset``.
+
+    With ``review.reviewers`` empty there is one workbook (key None) that any number of
+    reviewers share (the ``reviewer`` column says who decided).  With reviewers listed,
+    each has a workbook of their own (the template holds ``{reviewer}``) and
+    ``apply_review`` merges them, listing disagreements as conflicts.
+
+    Raises:
+        ConfigError: when ``{reviewer}`` and ``review.reviewers`` do not go together.
+    """
+    template, reviewers = review_config["workbook"], list(review_config.get("reviewers") or [])
+    has_placeholder = "{reviewer}" in template
+    if reviewers and not has_placeholder:
+        raise ConfigError(f"review.reviewers is set, so review.workbook must contain {{reviewer}} (e.g. 'reviews/{{dataset}}.{{reviewer}}.xlsx'), got {template!r}")
+    if has_placeholder and not reviewers:
+        raise ConfigError(f"review.workbook {template!r} contains {{reviewer}}: list the reviewers under review.reviewers")
+    if not reviewers:
+        return {None: clinician_path(template, dataset)}
+    return {name: Path(template.format(dataset=dataset, reviewer=name)) for name in reviewers}
 
 
 def publish_export(export: str | Path, clinician: str | Path) -> bool:

@@ -87,3 +87,18 @@ def cached_review_digest(path: str | Path, cache: str | Path) -> str:
     tmp.write_text(json.dumps({**key, "digest": digest}))
     tmp.replace(cache)
     return digest
+
+
+def review_digests(review_config, dataset: str, cache_dir: str | Path) -> str:
+    """One string for all clinician workbooks of ``dataset`` (``reviewer=digest; ...``).
+
+    The value of apply_review's ``digest`` param; caches live in ``cache_dir``.
+    """
+    from .clinician import clinician_workbooks
+
+    parts = []
+    for reviewer, path in clinician_workbooks(review_config, dataset).items():
+        cache = Path(cache_dir) / (f"digest.{reviewer}.json" if reviewer else "digest.json")
+        digest = cached_review_digest(path, cache)
+        parts.append(f"{reviewer}={digest}" if reviewer else digest)
+    return "; ".join(parts)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Mapping
 
 import pandas as pd
 
 from ..extraction.questions import load_questions
 from .apply import apply_review
-from .audit import workbook_info
+from .audit import WorkbookInfo, workbook_info
 from .clinician import publish_export
 from .validate import load_review
 from .workbook import ExportSummary, export_workbook
@@ -24,42 +25,66 @@ def read_reports(cohort: str | Path) -> pd.DataFrame:
     return table
 
 
-def run_export(answers: str | Path, cohort: str | Path, questions: str | Path, out: str | Path, clinician: str | Path) -> ExportSummary:
-    """Export ``out`` carrying decisions over from the clinician workbook; create that workbook if absent."""
-    clinician = Path(clinician)
-    summary = export_workbook(pd.read_parquet(answers), read_reports(cohort), load_questions(questions), out, previous=clinician)
+def run_export(answers: str | Path, cohort: str | Path, questions: str | Path, out: str | Path,
+               workbooks: Mapping[str | None, Path]) -> ExportSummary:
+    """Export ``out`` and create every clinician workbook that does not exist yet.
+
+    With one (shared) clinician workbook its decisions are carried over into ``out`` and a
+    warning says when it is out of date; with one workbook per reviewer ``out`` is a clean
+    export.
+    """
+    paths = [Path(p) for p in workbooks.values()]
+    previous = paths[0] if len(paths) == 1 else None
+    summary = export_workbook(pd.read_parquet(answers), read_reports(cohort), load_questions(questions), out, previous=previous)
     log.info("exported %s: %d rows, %d decisions carried over, %d changed answers, %d new rows, %d reviewed rows dropped",
              out, summary.rows, summary.carried, summary.changed, summary.new, summary.dropped)
-    if publish_export(out, clinician):
-        log.info("created the clinician workbook %s", clinician)
-    elif summary.new or summary.changed:
+    existed = previous is not None and previous.exists()
+    for path in paths:
+        if publish_export(out, path):
+            log.info("created the clinician workbook %s", path)
+    if existed and (summary.new or summary.changed):
         log.warning("%s is out of date (%d new rows, %d changed answers); run `ctsurv review update` to refresh it "
-                    "(decisions are kept, a backup is made)", clinician, summary.new, summary.changed)
+                    "(decisions are kept, a backup is made)", previous, summary.new, summary.changed)
     return summary
 
 
-def run_apply(answers: str | Path, clinician: str | Path, final_out: str | Path, audit_out: str | Path) -> pd.DataFrame:
-    """Validate the clinician workbook (if any) and write the final and audit tables."""
+def load_reviews(workbooks: Mapping[str | None, Path], answers: pd.DataFrame) -> tuple[pd.DataFrame | None, dict[str, WorkbookInfo]]:
+    """Validate every existing clinician workbook and stack their rows.
+
+    Returns:
+        ``(rows, infos)``: rows of :func:`~ctsurv.review.validate.load_review` plus
+        ``workbook`` (path); a reviewer's own workbook fills an empty ``reviewer`` cell with
+        the reviewer's name.  None when no workbook exists.
+    """
+    frames, infos = [], {}
+    for reviewer, path in workbooks.items():
+        path = Path(path)
+        if not path.exists():
+            continue
+        rows = load_review(path, answers)
+        if reviewer is not None:
+            rows["reviewer"] = pd.Series([r if r is not None else reviewer for r in rows["reviewer"]], index=rows.index, dtype=object)
+        rows["workbook"] = str(path)
+        frames.append(rows)
+        infos[str(path)] = workbook_info(path)
+    return (pd.concat(frames, ignore_index=True) if frames else None), infos
+
+
+def current_review(answers: str | Path, workbooks: Mapping[str | None, Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Final and audit tables as ``apply_review`` would write them now (nothing written)."""
     table = pd.read_parquet(answers)
-    clinician = Path(clinician)
-    if clinician.exists():
-        review = load_review(clinician, table)
-        final, audit = apply_review(table, review, workbook_info(clinician))
-    else:
-        log.info("no clinician workbook at %s: final answers equal the extracted ones", clinician)
-        final, audit = apply_review(table, None)
+    review, infos = load_reviews(workbooks, table)
+    return apply_review(table, review, infos)
+
+
+def run_apply(answers: str | Path, workbooks: Mapping[str | None, Path], final_out: str | Path, audit_out: str | Path) -> pd.DataFrame:
+    """Validate the clinician workbooks (if any) and write the final and audit tables."""
+    final, audit = current_review(answers, workbooks)
+    if not any(Path(p).exists() for p in workbooks.values()):
+        log.info("no clinician workbook at %s: final answers equal the extracted ones", ", ".join(map(str, workbooks.values())))
     for path in (final_out, audit_out):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
     final.to_parquet(final_out, index=False)
     audit.to_parquet(audit_out, index=False)
-    log.info("final answers: %s", final["decision"].value_counts().to_dict())
+    log.info("final answers: %s; %d audit rows", final["decision"].value_counts().to_dict(), len(audit))
     return final
-
-
-def current_review(answers: str | Path, clinician: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Final and audit tables as ``apply_review`` would write them now (nothing written)."""
-    table = pd.read_parquet(answers)
-    clinician = Path(clinician)
-    if not clinician.exists():
-        return apply_review(table, None)
-    return apply_review(table, load_review(clinician, table), workbook_info(clinician))
