@@ -53,3 +53,18 @@ def test_update_keeps_decisions_and_backs_up(tmp_path, repo, monkeypatch, capsys
     assert len(list((tmp_path / "reviews/backup").glob("demo_lung.*.xlsx"))) == 1
     values = review_values(tmp_path / "reviews/demo_lung.xlsx")
     assert values[("s0", "pleura")]["corrected_answer"] == "effusion" and values[("s3", "pleura")]["decision"] is None
+
+
+def test_status_lists_reviewer_conflicts(tmp_path, repo, monkeypatch, capsys):
+    setup_workdir(tmp_path, repo)
+    config = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    config["review"] = {"workbook": "reviews/{dataset}.{reviewer}.xlsx", "reviewers": ["ana", "ben"]}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    for name, decision in (("ana", "approve"), ("ben", "reject")):
+        export_workbook(make_answers(), make_reports(), QUESTIONS, tmp_path / f"reviews/demo_lung.{name}.xlsx")
+        edit(tmp_path / f"reviews/demo_lung.{name}.xlsx", {"I6": decision, "I7": "approve"})
+    monkeypatch.chdir(tmp_path)
+    assert main(["review", "status", "--config", "config.yaml", "--dataset", "demo_lung"]) == 0
+    out = capsys.readouterr().out
+    assert "1 answer(s) with disagreeing reviewers" in out and "s2 / primary_tumor" in out
+    assert [line.split()[1:] for line in out.splitlines() if line.startswith("all")] == [["1", "0", "0", "5", "6"]]
