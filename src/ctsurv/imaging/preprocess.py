@@ -86,9 +86,8 @@ def orientation_to_ras(affine: np.ndarray, shape_xyz: Sequence[int]) -> tuple[np
         shape_xyz: the stored array's shape.
 
     Returns:
-        ``ornt`` (3, 2): row a = (stored axis that becomes output axis a... as nibabel's
-        orientation transform: for stored axis i, ``ornt[i] = (new axis, flip sign)``) and the
-        affine of the reoriented array.
+        ``ornt`` (3, 2), nibabel's orientation transform: ``ornt[i] = (output axis, +1 or -1)``
+        for stored axis i (-1: flipped), and the (4, 4) affine of the reoriented array.
     """
     import nibabel.orientations as nio
 
