@@ -49,7 +49,9 @@ def make_cuts(time, event, num: int, scheme: str = "quantile") -> np.ndarray:
     grid = np.concatenate([[0.0], km_time, [time.max()]])
     surv = np.concatenate([[1.0], km_surv, [km_surv.min()]])
     pos = np.array([np.flatnonzero(surv <= level + 1e-12)[0] for level in levels])
-    cuts = np.unique(np.concatenate([[0.0], grid[pos], [time.max()]]))
+    cuts = grid[pos]
+    cuts[0], cuts[-1] = 0.0, time.max()  # the last level is reached at the last event; extend to all follow-up
+    cuts = np.unique(cuts)
     if len(cuts) != num:
         warnings.warn(f"quantile cuts are not unique; continuing with {len(cuts)} cuts instead of {num}", stacklevel=2)
     return cuts

@@ -53,7 +53,7 @@ def check_time_event(time, event, what: str = "table", time_col: str = "time", e
     bad = np.flatnonzero(~np.isin(ev, [0.0, 1.0]))
     if bad.size:
         raise DataError(
-            f"{what}, column '{event_col}': events must be 0 (censored) or 1 (event), got {raw_event[bad[0]]!r} at {_rows(bad)}"
+            f"{what}, column '{event_col}': events must be 0 (censored) or 1 (event), got {np.asarray(raw_event)[bad[0]].tolist()!r} at {_rows(bad)}"
         )
     return time, ev.astype(bool)
 
