@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pandas as pd
+import pytest
 
 from ctsurv.cli import main
-from ctsurv.extraction.extract import ANSWER_COLUMNS
+from ctsurv.extraction.extract import ANSWER_COLUMNS, shard_of
 
 from replay_server import fetch_json, running
 
@@ -63,3 +64,18 @@ def test_user_errors_print_without_traceback(tmp_path, capsys):
     rc = main(["extract-answers", str(tmp_path / "reports.parquet"), "--id-column", "acc", "--text-column", "findings",
                "--backend", "openai", "--questions", str(tmp_path / "q.yaml"), "--out", str(tmp_path / "x.parquet")])
     assert rc == 1 and "extraction.url" in capsys.readouterr().err
+
+
+def test_shard_option_answers_only_that_shard(tmp_path):
+    write_inputs(tmp_path)
+    base = ["extract-answers", str(tmp_path / "reports.parquet"), "--id-column", "acc", "--text-column", "findings",
+            "--questions", str(tmp_path / "q.yaml")]
+    got = set()
+    for i in range(2):
+        assert main(base + ["--shard", f"{i}/2", "--out", str(tmp_path / f"{i}.parquet")]) == 0
+        ids = set(pd.read_parquet(tmp_path / f"{i}.parquet")["study_id"])
+        assert all(shard_of(s, 2) == i for s in ids)
+        got |= ids
+    assert got == {"A1", "A2"}
+    with pytest.raises(SystemExit):
+        main(base + ["--shard", "2/2", "--out", str(tmp_path / "x.parquet")])
