@@ -1,19 +1,6 @@
 # Evaluation: metrics, Kaplan-Meier figures, the results table.
 
-
-def baseline_predictions(wildcards):
-    return [f"{d}/predictions.parquet" for d in baseline_dirs(wildcards.dataset)]
-
-
-def baseline_metrics(wildcards):
-    return [f"{d}/metrics.json" for d in baseline_dirs(wildcards.dataset)]
-
-
-def demo_truth(wildcards):
-    """The known hazard of a demo dataset (for the oracle c-index); nothing for real data."""
-    if wildcards.dataset in DEMO_DATASETS:
-        return {"truth": f"{config['demo']['outdir']}/{wildcards.dataset}/truth.parquet"}
-    return {}
+from ctsurv.survival.paths import baseline_files, truth_input
 
 
 # Test metrics (Harrell with 95% CI, Uno, time-dependent AUC, integrated Brier) and the
@@ -44,9 +31,9 @@ rule evaluate_baseline:
 # clinical CoxPH and, for demo data, the oracle c-index of the known hazard.
 rule baseline_table:
     input:
-        unpack(demo_truth),
-        predictions=baseline_predictions,
-        metrics=baseline_metrics,
+        unpack(lambda wildcards: truth_input(wildcards.dataset, DEMO_DATASETS, config["demo"]["outdir"])),
+        predictions=lambda wildcards: baseline_files(wildcards.dataset, config["survival"], "predictions.parquet"),
+        metrics=lambda wildcards: baseline_files(wildcards.dataset, config["survival"], "metrics.json"),
     output:
         csv="results/{dataset}/baselines/results.csv",
         md="results/{dataset}/baselines/results.md",
@@ -62,7 +49,8 @@ rule baseline_table:
         "../workflow/scripts/baseline_table.py"
 
 
-# One markdown page with every survival dataset's table.
+# One markdown page with every survival dataset's table; prints the clinical CoxPH c-index
+# next to the oracle's.
 rule baseline_report:
     input:
         tables=expand("results/{dataset}/baselines/results.md", dataset=SURVIVAL_DATASETS),
@@ -80,4 +68,4 @@ rule baseline_report:
 
 
 STAGE_TARGETS.append(lambda: ["results/report/baselines.md"] if SURVIVAL_DATASETS else [])
-STAGE_TARGETS.append(lambda: [f"{d}/km.png" for ds in SURVIVAL_DATASETS for d in baseline_dirs(ds)])
+STAGE_TARGETS.append(lambda: [f for ds in SURVIVAL_DATASETS for f in baseline_files(ds, config["survival"], "km.png")])

@@ -1,29 +1,15 @@
 # Training: survival baselines (CoxPH, DeepSurv, DeepHit on clinical / text / image / both).
+# Paths come from ctsurv.survival.paths (the same functions give the evaluation inputs).
 
-
-def baseline_runs():
-    """(model, modality) pairs of the baselines: CoxPH on the clinical table, every head on
-    every configured modality."""
-    runs = [("coxph", "clinical")] if "clinical" in config["survival"]["modalities"] else []
-    runs += [(h, m) for h in config["survival"]["heads"] for m in config["survival"]["modalities"]]
-    return runs
-
-
-def baseline_feature_inputs(wildcards):
-    """The feature stores a modality reads (by their index files)."""
-    stores = {"text": ["text"], "image": ["image"], "both": ["text", "image"]}.get(wildcards.modality, [])
-    return {kind: f"results/{wildcards.dataset}/features/{kind}/index.parquet" for kind in stores}
-
-
-def baseline_dirs(dataset):
-    return [f"results/{dataset}/baselines/{model}_{modality}" for model, modality in baseline_runs()]
+from ctsurv.survival.paths import feature_inputs as baseline_feature_inputs
 
 
 # One model on one modality: fit on train (early stopping on val), risk scores and survival
-# curves for every patient (evaluation uses the test split).
+# curves for every patient (evaluation uses the test split).  Features: the cohort's
+# clinical columns, or the pooled text / image feature stores.
 rule train_baseline:
     input:
-        unpack(baseline_feature_inputs),
+        unpack(lambda wildcards: baseline_feature_inputs(wildcards.dataset, wildcards.modality)),
         cohort="results/{dataset}/cohort.parquet",
     output:
         predictions="results/{dataset}/baselines/{model}_{modality}/predictions.parquet",

@@ -98,3 +98,18 @@ def test_bad_inputs_are_clear_errors(cohort_and_stores):
     bad.loc[3, "time"] = -2.0
     with pytest.raises(DataError, match=r"'time'.*> 0.*rows 5"):
         train_baseline(bad, "coxph", "clinical", ["age"], stores, SETTINGS, tmp / "x")
+
+
+def test_baseline_paths_cover_every_model_and_modality():
+    from ctsurv.survival.paths import baseline_files, baseline_runs, feature_inputs, truth_input
+
+    survival = {"heads": ["deepsurv", "deephit"], "modalities": ["clinical", "text", "image", "both"]}
+    runs = baseline_runs(survival)
+    assert runs[0] == ("coxph", "clinical") and len(runs) == 9
+    assert baseline_runs({"heads": ["deepsurv"], "modalities": ["image"]}) == [("deepsurv", "image")]
+    assert baseline_files("d", survival, "km.png")[1] == "results/d/baselines/deepsurv_clinical/km.png"
+    assert feature_inputs("d", "both") == {"text": "results/d/features/text/index.parquet",
+                                           "image": "results/d/features/image/index.parquet"}
+    assert feature_inputs("d", "clinical") == {}
+    assert truth_input("demo_lung", ["demo_lung"], "raw") == {"truth": "raw/demo_lung/truth.parquet"}
+    assert truth_input("real", ["demo_lung"], "raw") == {}

@@ -29,7 +29,7 @@ def register(subparsers) -> None:
     net.add_argument("--lr", type=float, default=1e-4)
     net.add_argument("--batch-size", type=int, default=32)
     net.add_argument("--max-epochs", type=int, default=500)
-    net.add_argument("--patience", type=int, default=10)
+    net.add_argument("--patience", type=int, default=50)
     net.add_argument("--hidden", type=int, nargs="+", default=[32, 32], help="hidden layer widths (default 32 32)")
     net.add_argument("--num-durations", type=int, default=20, help="DeepHit time cuts (default 20)")
     net.add_argument("--cuts", choices=["quantile", "equidistant"], default="quantile", help="DeepHit cut scheme")

@@ -18,13 +18,13 @@ import pandas as pd
 
 from ..errors import ConfigError, DataError
 from .models import ModelSettings, build_model
+from .paths import STORES
 from .tabular import Standardizer, TabularEncoder
 from .validation import check_time_event, check_training_events
 
 log = logging.getLogger(__name__)
 
 MODALITIES = ("clinical", "text", "image", "both")
-STORES = {"clinical": (), "text": ("text",), "image": ("image",), "both": ("text", "image")}
 SURVIVAL_GRID = 100  # points of the stored survival curves
 
 

@@ -29,7 +29,7 @@ class TrainConfig:
     lr: float = 1e-4
     batch_size: int = 32
     max_epochs: int = 500
-    patience: int = 10
+    patience: int = 50
     weight_decay: float = 0.0
     seed: int = 0
     # Small MLPs train fastest on one thread; several threads only add OpenMP

@@ -262,7 +262,7 @@ class ModelSettings:
                 lr=survival.get("lr", 1e-4),
                 batch_size=survival.get("batch_size", 32),
                 max_epochs=survival.get("max_epochs", 500),
-                patience=survival.get("patience", 10),
+                patience=survival.get("patience", 50),
                 weight_decay=survival.get("weight_decay", 0.0),
                 seed=seed,
             ),
