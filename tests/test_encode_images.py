@@ -93,16 +93,17 @@ def test_killed_job_resumes_from_its_shards(tmp_path):
     ids = list(data)
     with pytest.raises(KeyboardInterrupt):
         encode_cohort(ids, None, tmp_path / "image", model(), batch_size=2, device="cpu", precision="fp32",
-                      loader=CountingLoader(data, fail_on="s04"))
+                      loader=CountingLoader(data, fail_on="s04"), channels_last=False)
     partial = tmp_path / ".image.partial"
     assert len(list(partial.glob("shard-*.npz"))) == 2  # s00-s01 and s02-s03 were saved
     assert not (tmp_path / "image").exists()
 
     resumed = CountingLoader(data)
-    encode_cohort(ids, None, tmp_path / "image", model(), batch_size=2, device="cpu", precision="fp32", loader=resumed)
+    encode_cohort(ids, None, tmp_path / "image", model(), batch_size=2, device="cpu", precision="fp32", loader=resumed,
+                  channels_last=False)
     assert resumed.calls == ["s04", "s05"]
     clean = encode_cohort(ids, None, tmp_path / "clean", model(), batch_size=3, device="cpu", precision="fp32",
-                          loader=CountingLoader(data))
+                          loader=CountingLoader(data), channels_last=False)
     np.testing.assert_array_equal(FeatureStore(tmp_path / "image").array("tokens"), FeatureStore(clean).array("tokens"))
 
 
@@ -204,3 +205,14 @@ def test_cli_encode_images(tmp_path, capsys):
     assert store.study_ids == ["s00", "s01"] and store.array("tokens").shape == (2, 2, 256)
     assert main(["encode-images", str(tmp_path / "ct"), str(tmp_path / "x"), "--checkpoint", str(tmp_path / "no.pt")]) == 1
     assert "no.pt not found" in capsys.readouterr().err
+
+
+def test_channels_last_choice_leaves_the_model_in_the_faster_format():
+    from ctsurv.imaging.encode import channels_last_is_faster
+
+    enc = model()
+    x = torch.rand(1, 1, *SHAPE)
+    faster = channels_last_is_faster(enc, x, None, repeats=1)
+    weight = enc.conv1.weight
+    assert weight.is_contiguous(memory_format=torch.channels_last_3d) == faster
+    assert weight.is_contiguous() == (not faster)
