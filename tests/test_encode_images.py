@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 
 import numpy as np
@@ -15,6 +16,8 @@ from ctsurv.imaging.encode import encode_cohort, resolve_precision
 from ctsurv.imaging.merlin import build_encoder
 
 SHAPE = (32, 32, 32)
+# CPU, fp32 and a fixed memory format: exact, and no format timing in every call.
+encode = functools.partial(encode_cohort, channels_last=False)
 
 
 def volumes(n: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -49,8 +52,7 @@ def test_store_holds_float16_features_by_study_id(tmp_path):
     data = volumes(5)
     ids = ["s03", "s00", "s04", "s01", "s02"]
     enc = model()
-    out = encode_cohort(ids, None, tmp_path / "image", enc, tokens=49, batch_size=2, device="cpu",
-                        precision="fp32", loader=CountingLoader(data))
+    out = encode(ids, None, tmp_path / "image", enc, tokens=49, batch_size=2, loader=CountingLoader(data))
     store = FeatureStore(out)
     assert store.study_ids == ids
     assert store.array("pooled").dtype == np.float16 and store.array("tokens").dtype == np.float16
@@ -65,26 +67,24 @@ def test_store_holds_float16_features_by_study_id(tmp_path):
 
 def test_490_tokens_keeps_every_layer4_position(tmp_path):
     data = volumes(2)
-    store = FeatureStore(encode_cohort(list(data), None, tmp_path / "image", model(), tokens=490, device="cpu",
-                                       precision="fp32", loader=CountingLoader(data)))
+    store = FeatureStore(encode(list(data), None, tmp_path / "image", model(), tokens=490, loader=CountingLoader(data)))
     assert store.array("tokens").shape == (2, 2 * 1 * 1, 256)  # Z' x X' x Y' = 2 x 1 x 1 at 32^3
 
 
 def test_second_run_is_a_no_op(tmp_path):
     data = volumes(3)
-    encode_cohort(list(data), None, tmp_path / "image", model(), device="cpu", precision="fp32",
-                  loader=CountingLoader(data))
+    encode(list(data), None, tmp_path / "image", model(), loader=CountingLoader(data))
     before = (tmp_path / "image" / "pooled.npy").stat().st_mtime_ns
     again = CountingLoader(data)
-    encode_cohort(list(data), None, tmp_path / "image", model(), device="cpu", precision="fp32", loader=again)
+    encode(list(data), None, tmp_path / "image", model(), loader=again)
     assert again.calls == []
     assert (tmp_path / "image" / "pooled.npy").stat().st_mtime_ns == before
     # Another encoder (other weights) or another study list re-encodes.
     other = CountingLoader(data)
-    encode_cohort(list(data), None, tmp_path / "image", model(seed=5), device="cpu", precision="fp32", loader=other)
+    encode(list(data), None, tmp_path / "image", model(seed=5), loader=other)
     assert sorted(other.calls) == sorted(data)
     fewer = CountingLoader(data)
-    encode_cohort(["s00", "s02"], None, tmp_path / "image", model(seed=5), device="cpu", precision="fp32", loader=fewer)
+    encode(["s00", "s02"], None, tmp_path / "image", model(seed=5), loader=fewer)
     assert fewer.calls == ["s00", "s02"] and FeatureStore(tmp_path / "image").study_ids == ["s00", "s02"]
 
 
@@ -92,29 +92,26 @@ def test_killed_job_resumes_from_its_shards(tmp_path):
     data = volumes(6)
     ids = list(data)
     with pytest.raises(KeyboardInterrupt):
-        encode_cohort(ids, None, tmp_path / "image", model(), batch_size=2, device="cpu", precision="fp32",
-                      loader=CountingLoader(data, fail_on="s04"), channels_last=False)
+        encode(ids, None, tmp_path / "image", model(), batch_size=2,
+               loader=CountingLoader(data, fail_on="s04"))
     partial = tmp_path / ".image.partial"
     assert len(list(partial.glob("shard-*.npz"))) == 2  # s00-s01 and s02-s03 were saved
     assert not (tmp_path / "image").exists()
 
     resumed = CountingLoader(data)
-    encode_cohort(ids, None, tmp_path / "image", model(), batch_size=2, device="cpu", precision="fp32", loader=resumed,
-                  channels_last=False)
+    encode(ids, None, tmp_path / "image", model(), batch_size=2, loader=resumed)
     assert resumed.calls == ["s04", "s05"]
-    clean = encode_cohort(ids, None, tmp_path / "clean", model(), batch_size=3, device="cpu", precision="fp32",
-                          loader=CountingLoader(data), channels_last=False)
+    clean = encode(ids, None, tmp_path / "clean", model(), batch_size=3, loader=CountingLoader(data))
     np.testing.assert_array_equal(FeatureStore(tmp_path / "image").array("tokens"), FeatureStore(clean).array("tokens"))
 
 
 def test_partial_results_of_another_encoder_are_discarded(tmp_path):
     data = volumes(4)
     with pytest.raises(KeyboardInterrupt):
-        encode_cohort(list(data), None, tmp_path / "image", model(seed=1), batch_size=1, device="cpu",
-                      precision="fp32", loader=CountingLoader(data, fail_on="s02"))
+        encode(list(data), None, tmp_path / "image", model(seed=1), batch_size=1,
+               loader=CountingLoader(data, fail_on="s02"))
     loader = CountingLoader(data)
-    encode_cohort(list(data), None, tmp_path / "image", model(seed=2), batch_size=1, device="cpu",
-                  precision="fp32", loader=loader)
+    encode(list(data), None, tmp_path / "image", model(seed=2), batch_size=1, loader=loader)
     assert loader.calls == list(data)
 
 
@@ -126,8 +123,7 @@ def test_reads_the_preprocessed_cache_with_loader_workers(tmp_path):
         write_entry(tmp_path / "ct", sid, vol, key={"source": sid}, precision="float32")
     ids = cached_study_ids(tmp_path / "ct")
     enc = model()
-    out = encode_cohort(ids, tmp_path / "ct", tmp_path / "image", enc, batch_size=2, device="cpu",
-                        precision="fp32", num_workers=2)
+    out = encode(ids, tmp_path / "ct", tmp_path / "image", enc, batch_size=2, num_workers=2)
     pooled, _ = direct(enc, data, ids)
     np.testing.assert_allclose(FeatureStore(out).get(ids, "pooled"), pooled, rtol=2e-3, atol=1e-4)
 
@@ -136,14 +132,14 @@ def test_bad_inputs_are_reported_by_study(tmp_path):
     data = volumes(2)
     data["s01"] = np.zeros((32, 32, 16), np.float32)
     with pytest.raises(DataError, match="study 's01'.*imaging.size"):
-        encode_cohort(list(data), None, tmp_path / "image", model(), batch_size=2, device="cpu",
-                      precision="fp32", loader=CountingLoader(data))
+        encode(list(data), None, tmp_path / "image", model(), batch_size=2,
+               loader=CountingLoader(data))
     with pytest.raises(DataError, match="duplicate"):
-        encode_cohort(["a", "a"], None, tmp_path / "x", model(), loader=CountingLoader({}))
+        encode(["a", "a"], None, tmp_path / "x", model(), loader=CountingLoader({}))
     with pytest.raises(DataError, match="no studies"):
-        encode_cohort([], tmp_path / "ct", tmp_path / "x", model())
+        encode([], tmp_path / "ct", tmp_path / "x", model())
     with pytest.raises(DataError, match="not in the preprocessed cache"):
-        encode_cohort(["nope"], tmp_path / "ct", tmp_path / "x", model(), device="cpu")
+        encode(["nope"], tmp_path / "ct", tmp_path / "x", model())
 
 
 def test_precision_choice(monkeypatch):
@@ -160,10 +156,8 @@ def test_precision_choice(monkeypatch):
 
 def test_bf16_encoding_matches_fp32(tmp_path):
     data = volumes(2)
-    fp32 = encode_cohort(list(data), None, tmp_path / "a", model(), device="cpu", precision="fp32",
-                         loader=CountingLoader(data))
-    bf16 = encode_cohort(list(data), None, tmp_path / "b", model(), device="cpu", precision="bf16",
-                         loader=CountingLoader(data))
+    fp32 = encode(list(data), None, tmp_path / "a", model(), loader=CountingLoader(data))
+    bf16 = encode(list(data), None, tmp_path / "b", model(), precision="bf16", loader=CountingLoader(data))
     a = FeatureStore(fp32).array("pooled").astype(np.float32)
     b = FeatureStore(bf16).array("pooled").astype(np.float32)
     cosine = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
@@ -203,7 +197,8 @@ def test_cli_encode_images(tmp_path, capsys):
                  "--precision", "fp32", "--device", "cpu", "--tokens", "490"]) == 0
     store = FeatureStore(tmp_path / "image")
     assert store.study_ids == ["s00", "s01"] and store.array("tokens").shape == (2, 2, 256)
-    assert main(["encode-images", str(tmp_path / "ct"), str(tmp_path / "x"), "--checkpoint", str(tmp_path / "no.pt")]) == 1
+    missing = str(tmp_path / "no.pt")
+    assert main(["encode-images", str(tmp_path / "ct"), str(tmp_path / "x"), "--checkpoint", missing]) == 1
     assert "no.pt not found" in capsys.readouterr().err
 
 
