@@ -226,12 +226,13 @@ def table_markdown(table: pd.DataFrame, title: str) -> str:
     lines = [f"## {title}", "", "| model | modality | c-index (95% CI) | Uno | mean AUC | IBS | log-rank p | p vs CoxPH | n test (events) |",
              "|---|---|---|---|---|---|---|---|---|"]
     fmt = lambda v, d=3: "–" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{v:.{d}f}"  # noqa: E731
+    pfmt = lambda v: fmt(v) if fmt(v) == "–" else f"{v:.2g}"  # noqa: E731
     pcol = [c for c in table.columns if c.startswith("p_vs_")]
     for _, r in table.iterrows():
         p_vs = r[pcol[0]] if pcol else None
         lines.append(
             f"| {r['model']} | {r['modality']} | {fmt(r['c_index'])} ({fmt(r['ci_low'])}–{fmt(r['ci_high'])}) | {fmt(r['uno'])} | "
-            f"{fmt(r['mean_auc'])} | {fmt(r['ibs'])} | {fmt(r['logrank_p'], 4)} | {fmt(p_vs, 4)} | {r['n_test']} ({r['events_test']}) |"
+            f"{fmt(r['mean_auc'])} | {fmt(r['ibs'])} | {pfmt(r['logrank_p'])} | {pfmt(p_vs)} | {r['n_test']} ({r['events_test']}) |"
         )
     return "\n".join(lines) + "\n"
 
