@@ -68,7 +68,6 @@ def pycox_fit_predict(kind, x, t, e, xv, tv, ev, xt, cfg, net_cfg, cuts=None):
 def sksurv_cox(xdf, t, e, tr, te, penalizer):
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
-    from sksurv.column import encode_categorical
     from sksurv.linear_model import CoxPHSurvivalAnalysis
     from sksurv.preprocessing import OneHotEncoder
     from sksurv.util import Surv
