@@ -26,6 +26,12 @@ def demo_manifest(dataset):
     return f"{config['demo']['outdir']}/{dataset}/manifest.csv"
 
 
+def demo_size(wildcards):
+    """Number of studies (pretrain) or patients of a demo dataset."""
+    key = {"demo_pretrain": "n_pretrain", "demo_lung": "n_lung", "demo_pe": "n_pe"}[wildcards.dataset]
+    return config["demo"][key]
+
+
 def all_targets():
     targets = expand("results/{dataset}/cohort.parquet", dataset=DATASETS)
     targets += stage_targets()

@@ -29,11 +29,6 @@ rule ingest:
 # ---- demo_cohort: the synthetic demo datasets (one job per demo dataset) ----
 
 
-def demo_size(wildcards):
-    key = {"demo_pretrain": "n_pretrain", "demo_lung": "n_lung", "demo_pe": "n_pe"}[wildcards.dataset]
-    return config["demo"][key]
-
-
 STAGE_TARGETS.append(lambda: [demo_manifest(d) for d in DEMO_DATASETS])
 
 

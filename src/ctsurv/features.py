@@ -35,6 +35,7 @@ def write_features(path: str | Path, study_ids: Sequence[str], arrays: Mapping[s
             raise DataError(f"feature store {path}: '{name}' has {arr.shape[0]} rows for {len(ids)} studies")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    os.chmod(tmp, 0o755)  # mkdtemp makes 0700; a store is shared like any other output
     try:
         pd.DataFrame({"study_id": ids}).to_parquet(tmp / "index.parquet", index=False)
         for name, arr in arrays.items():
