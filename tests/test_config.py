@@ -20,12 +20,9 @@ def demo_config(repo):
     return load_yaml(repo / "config/config.yaml")
 
 
-def test_shipped_configs_are_valid(repo, schema, demo_config):
+def test_demo_config_is_valid(schema, demo_config):
     cfg = validate_config(demo_config, schema)
     assert set(cfg["datasets"]) == {"demo_pretrain", "demo_lung", "demo_pe"}
-    paper = repo / "config/paper.yaml"
-    if paper.exists():
-        validate_config(load_yaml(paper), schema)
 
 
 def test_defaults_are_filled_without_touching_the_input(schema):
@@ -69,3 +66,26 @@ def test_yaml_syntax_error_names_line(tmp_path):
     f.write_text("datasets:\n  a: [1, 2\n")
     with pytest.raises(ConfigError, match=r"c.yaml, line \d+, column \d+: not valid YAML"):
         load_yaml(f)
+
+
+def test_disabled_datasets_are_dropped(schema, demo_config):
+    cfg = copy.deepcopy(demo_config)
+    cfg["datasets"]["demo_pretrain"]["enabled"] = False
+    assert set(validate_config(cfg, schema)["datasets"]) == {"demo_lung", "demo_pe"}
+    for spec in cfg["datasets"].values():
+        spec["enabled"] = False
+    with pytest.raises(ConfigError, match="enable at least one"):
+        validate_config(cfg, schema)
+
+
+def test_paper_config_layers_on_the_demo_config(repo, schema, demo_config):
+    """snakemake --configfile config/paper.yaml merges it into config/config.yaml."""
+    from snakemake.utils import update_config
+
+    merged = copy.deepcopy(demo_config)
+    update_config(merged, load_yaml(repo / "config/paper.yaml"))
+    cfg = validate_config(merged, schema)
+    assert set(cfg["datasets"]) == {"ct_rate", "lung_cancer", "inspect"}
+    assert cfg["imaging"]["spacing"] == [1.5, 1.5, 3.0] and cfg["imaging"]["size"] == [224, 224, 160]
+    assert cfg["imaging"]["encoder"]["layers"] == [3, 8, 36, 3] and cfg["imaging"]["encoder"]["width"] == 64
+    assert cfg["extraction"]["backend"] == "vllm"

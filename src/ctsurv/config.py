@@ -82,6 +82,11 @@ def validate_config(config: dict, schema: str | Path | dict) -> dict:
         lines = "\n  - ".join(_describe(e) for e in errors)
         raise ConfigError(f"the configuration has {len(errors)} problem(s):\n  - {lines}")
     _check_consistency(config)
+    # `enabled: false` drops a dataset, so a config file layered on top of another (Snakemake
+    # merges --configfile into config/config.yaml) can switch the demo datasets off.
+    config["datasets"] = {name: spec for name, spec in config["datasets"].items() if spec.get("enabled", True)}
+    if not config["datasets"]:
+        raise ConfigError("every dataset under 'datasets' has enabled: false; enable at least one")
     return config
 
 
