@@ -10,6 +10,8 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 venv=${CTSURV_VENV:-.venv}
+# Config and reports hold non-ASCII text (e.g. °F); don't depend on the caller's locale.
+export PYTHONUTF8=1
 python=${PYTHON:-python3}
 
 setup() {

@@ -177,7 +177,7 @@ def fetch_json(url: str) -> dict:
 def running(script: dict, workdir: str | Path, startup_timeout_s: float = 30.0) -> Iterator[str]:
     """Run a replay server process on loopback for the block; yields its base URL (no /v1)."""
     path = Path(workdir) / f"replay-{time.time_ns()}.json"
-    path.write_text(json.dumps(script))
+    path.write_text(json.dumps(script), encoding="utf-8")
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, __file__, "--port", str(port), "--script", str(path)],

@@ -63,7 +63,7 @@ def test_split_fractions_must_sum_to_one(schema, demo_config):
 
 def test_yaml_syntax_error_names_line(tmp_path):
     f = tmp_path / "c.yaml"
-    f.write_text("datasets:\n  a: [1, 2\n")
+    f.write_text("datasets:\n  a: [1, 2\n", encoding="utf-8")
     with pytest.raises(ConfigError, match=r"c.yaml, line \d+, column \d+: not valid YAML"):
         load_yaml(f)
 

@@ -39,7 +39,7 @@ def write_config(tmp_path):
                               "clinical": {"age": {"type": "int"}},
                               "clinical_sentence": "A {age}-year-old patient."}},
     }
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
     return tmp_path / "config.yaml"
 
 

@@ -39,7 +39,7 @@ def _load(demo, name):
 
 
 def test_files_and_columns_follow_the_contract(demo, repo):
-    config = yaml.safe_load((repo / "config" / "config.yaml").read_text())
+    config = yaml.safe_load((repo / "config" / "config.yaml").read_text(encoding="utf-8"))
     for name, kind in DEMO_KINDS.items():
         manifest, gold, truth = _load(demo, name)
         declared = list(config["datasets"][name]["clinical"])
@@ -48,7 +48,7 @@ def test_files_and_columns_follow_the_contract(demo, repo):
         assert len(manifest) == N[name] and manifest["study_id"].is_unique
         assert all((demo / name / p).is_file() for p in manifest["image"])
         assert all((demo / name / "labels" / f"{s}.nii.gz").is_file() for s in manifest["study_id"])
-        assert (demo / name / "README.md").read_text().startswith(f"# {name}")
+        assert (demo / name / "README.md").read_text(encoding="utf-8").startswith(f"# {name}")
         assert list(gold.columns) == ["study_id", "question_id", "answer", "present", "size_mm", "location"]
         assert len(gold) == len(manifest) * 6 and set(gold["question_id"]) == set(QUESTION_IDS)
         assert gold["present"].dtype == bool

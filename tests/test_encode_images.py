@@ -60,7 +60,7 @@ def test_store_holds_float16_features_by_study_id(tmp_path):
     pooled, tokens = direct(enc, data, ["s04", "s00"])
     np.testing.assert_allclose(store.get(["s04", "s00"], "pooled"), pooled, rtol=2e-3, atol=1e-4)
     np.testing.assert_allclose(store.get(["s04", "s00"], "tokens"), tokens, rtol=2e-3, atol=1e-4)
-    meta = json.loads((out / "encoder.json").read_text())
+    meta = json.loads((out / "encoder.json").read_text(encoding="utf-8"))
     assert meta["token_mode"] == "inplane" and meta["n_tokens"] == 1 and meta["layers"] == [1, 1, 1, 1]
     assert not (tmp_path / ".image.partial").exists()
 

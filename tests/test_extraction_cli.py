@@ -20,7 +20,7 @@ questions:
 
 
 def write_inputs(tmp_path):
-    (tmp_path / "q.yaml").write_text(QUESTIONS_YAML)
+    (tmp_path / "q.yaml").write_text(QUESTIONS_YAML, encoding="utf-8")
     pd.DataFrame(
         {"acc": ["A1", "A2", "A3"], "findings": ["Small left pleural effusion. No bone lesions.", "Normal chest.", None]}
     ).to_parquet(tmp_path / "reports.parquet")

@@ -141,7 +141,7 @@ def test_every_report_failing_stops_the_job_with_the_reason():
 
 
 def test_report_tables_keep_ids_as_written(tmp_path):
-    (tmp_path / "r.csv").write_text('id,text\n007,"a, b"\n008,\n')
+    (tmp_path / "r.csv").write_text('id,text\n007,"a, b"\n008,\n', encoding="utf-8")
     df = read_report_table(tmp_path / "r.csv")
     assert df["id"].tolist() == ["007", "008"] and df["text"].isna().tolist() == [False, True]
     with pytest.raises(DataError, match="file not found"):

@@ -28,7 +28,7 @@ def fake_vllm(folder: Path, body: str | None = None) -> Path:
     exe = folder / "bin" / "vllm"
     exe.parent.mkdir(parents=True, exist_ok=True)
     body = body or f'exec "{sys.executable}" "{REPLAY}" "$@"'
-    exe.write_text(f'#!/bin/sh\necho "$@" > "{folder}/args.txt"\necho "CUDA=$CUDA_VISIBLE_DEVICES" >> "{folder}/args.txt"\n{body}\n')
+    exe.write_text(f'#!/bin/sh\necho "$@" > "{folder}/args.txt"\necho "CUDA=$CUDA_VISIBLE_DEVICES" >> "{folder}/args.txt"\n{body}\n', encoding="utf-8")
     exe.chmod(exe.stat().st_mode | stat.S_IEXEC)
     return exe
 
@@ -85,7 +85,7 @@ def test_server_starts_waits_for_health_and_stops(tmp_path):
     assert server.process.poll() is not None  # stopped
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
-    args = (tmp_path / "args.txt").read_text().split("\n")[0].split()
+    args = (tmp_path / "args.txt").read_text(encoding="utf-8").split("\n")[0].split()
     assert args[:2] == ["serve", "/models/mistral"] and args[args.index("--host") + 1] == "127.0.0.1"
     assert (tmp_path / "vllm.log").exists()
 
@@ -94,7 +94,7 @@ def test_server_that_dies_is_reported_with_its_log(tmp_path):
     exe = fake_vllm(tmp_path, body='echo "CUDA out of memory" >&2; exit 3')
     with pytest.raises(CtsurvError, match=r"exited with status 3 before it was ready; see .*vllm.log"):
         VllmServer("m", tmp_path / "vllm.log", executable=str(exe), startup_timeout_s=30).start()
-    assert "CUDA out of memory" in (tmp_path / "vllm.log").read_text()
+    assert "CUDA out of memory" in (tmp_path / "vllm.log").read_text(encoding="utf-8")
 
 
 def test_missing_vllm_program_is_a_config_error(tmp_path):
@@ -120,7 +120,7 @@ def test_backend_session_starts_one_server_on_a_gpu_slot(tmp_path, monkeypatch):
         got = backend.extract(["report one"], QUESTIONS)
     assert backend.name == "openai:Mistral-7B"
     assert [a.status for a in got[0]] == ["not_mentioned", "not_mentioned"]
-    args, cuda = (tmp_path / "env" / "args.txt").read_text().split("\n")[:2]
+    args, cuda = (tmp_path / "env" / "args.txt").read_text(encoding="utf-8").split("\n")[:2]
     assert cuda == "CUDA=0"  # the server sees only the job's GPU
     assert "--max-num-seqs 3" in args and args.endswith("--seed 1")
 

@@ -31,7 +31,7 @@ def test_snakemake_extracts_in_shards_and_merges(tmp_path, repo):
             "extraction": {"backend": "openai", "url": url, "shards": 2, "retries": 0, "cache_dir": "cache",
                            "questions": str(repo / "config" / "questions.yaml")},
         }
-        (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+        (tmp_path / "config.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
         res = subprocess.run(
             [sys.executable, "-m", "snakemake", "--cores", "2", "-s", str(repo / "Snakefile"), "--configfile",
              str(tmp_path / "config.yaml"), "--directory", str(tmp_path), "results/tiny/qa/answers.parquet"],
@@ -50,5 +50,5 @@ def test_snakemake_extracts_in_shards_and_merges(tmp_path, repo):
     assert (tmp_path / "results" / "logs" / "extract_answers" / "tiny.0.log").exists()
     assert len(list((tmp_path / "cache").glob("batch-*.parquet"))) == 2
     # report text never reaches the logs
-    logs = "".join(p.read_text() for p in (tmp_path / "results" / "logs").rglob("*.log"))
+    logs = "".join(p.read_text(encoding="utf-8") for p in (tmp_path / "results" / "logs").rglob("*.log"))
     assert "pleural effusion" not in logs

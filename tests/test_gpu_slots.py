@@ -41,8 +41,8 @@ def _holder(lock_dir: Path, n: int, out: Path, hold: float) -> subprocess.Popen:
 def _wait_for(path: Path, timeout: float = 20.0) -> str:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
-        if path.exists() and path.read_text():
-            return path.read_text()
+        if path.exists() and path.read_text(encoding="utf-8"):
+            return path.read_text(encoding="utf-8")
         time.sleep(0.05)
     raise AssertionError(f"{path} never written")
 
@@ -138,7 +138,7 @@ def test_snakemake_gpu_jobs_never_share_a_device(fake2, tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     jobs = []
     for f in sorted((work / "out").glob("*.txt")):
-        dev, start, end = f.read_text().split()
+        dev, start, end = f.read_text(encoding="utf-8").split()
         jobs.append((dev, float(start), float(end)))
     assert len(jobs) == 4
     assert {d for d, _, _ in jobs} == {"0", "1"}

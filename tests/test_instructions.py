@@ -67,7 +67,7 @@ def test_real_clinical_sentence_and_json(tmp_path):
     out = build_conversations(final_table(), cohort(), QUESTIONS, spec)
     assert out["train"][0]["conversations"][0]["value"].startswith("64 year-old male patient.\n<image>\n")
     write_json(out["train"], tmp_path / "train.json")
-    assert json.loads((tmp_path / "train.json").read_text()) == out["train"]
+    assert json.loads((tmp_path / "train.json").read_text(encoding="utf-8")) == out["train"]
 
 
 def test_missing_study_and_bad_mode():

@@ -36,7 +36,7 @@ def test_write_draft_questions(tmp_path):
     out = tmp_path / "draft_questions.yaml"
     write_draft_questions(top, out, stub, model="stub")
     assert "effusion, nodule" in prompts[0]
-    text = out.read_text()
+    text = out.read_text(encoding="utf-8")
     assert text.startswith("# DRAFT") and "stub" in text
     assert yaml.safe_load(text)["questions"] == [{"id": "pleura", "text": "Is there a pleural effusion?"}]
     with pytest.raises(CtsurvError, match="never replaces"):

@@ -93,7 +93,7 @@ def test_run_export_creates_the_clinician_copy_once_and_never_overwrites_it(tmp_
     make_answers().to_parquet(answers_path)
     make_reports().to_parquet(cohort_path)
     questions = tmp_path / "questions.yaml"
-    questions.write_text("questions:\n" + "".join(f"  - {{id: {q.id}, text: '{q.text}'}}\n" for q in QUESTIONS))
+    questions.write_text("questions:\n" + "".join(f"  - {{id: {q.id}, text: '{q.text}'}}\n" for q in QUESTIONS), encoding="utf-8")
     clinician = tmp_path / "reviews" / "demo.xlsx"
     export = tmp_path / "results" / "export.xlsx"
     run_export(answers_path, cohort_path, questions, export, {None: clinician})

@@ -12,10 +12,10 @@ REPO_CONFIG = "config/config.yaml"
 
 
 def setup_workdir(tmp_path, repo):
-    config = yaml.safe_load((repo / REPO_CONFIG).read_text())
+    config = yaml.safe_load((repo / REPO_CONFIG).read_text(encoding="utf-8"))
     config["datasets"] = {"demo_lung": config["datasets"]["demo_lung"], "demo_pe": config["datasets"]["demo_pe"]}
     config["extraction"]["questions"] = str(repo / "config" / "questions.yaml")
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
     (tmp_path / "results/demo_lung/qa").mkdir(parents=True)
     make_answers().to_parquet(tmp_path / "results/demo_lung/qa/answers.parquet")
     make_reports().to_parquet(tmp_path / "results/demo_lung/cohort.parquet")
@@ -57,9 +57,9 @@ def test_update_keeps_decisions_and_backs_up(tmp_path, repo, monkeypatch, capsys
 
 def test_status_lists_reviewer_conflicts(tmp_path, repo, monkeypatch, capsys):
     setup_workdir(tmp_path, repo)
-    config = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    config = yaml.safe_load((tmp_path / "config.yaml").read_text(encoding="utf-8"))
     config["review"] = {"workbook": "reviews/{dataset}.{reviewer}.xlsx", "reviewers": ["ana", "ben"]}
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
     for name, decision in (("ana", "approve"), ("ben", "reject")):
         export_workbook(make_answers(), make_reports(), QUESTIONS, tmp_path / f"reviews/demo_lung.{name}.xlsx")
         edit(tmp_path / f"reviews/demo_lung.{name}.xlsx", {"I6": decision, "I7": "approve"})

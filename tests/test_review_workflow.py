@@ -88,12 +88,12 @@ def planned_jobs(workdir: Path, *args: str) -> dict[str, int]:
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("review_workflow")
-    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text(encoding="utf-8"))
     config["datasets"] = {"demo_lung": config["datasets"]["demo_lung"]}
     config["extraction"]["questions"] = str(REPO / "config" / "questions.yaml")
     config["review"] = {"workbook": "reviews/{dataset}.xlsx", "conversations": "per_question"}
-    (workdir / "config.yaml").write_text(yaml.safe_dump(config))
-    (workdir / "Snakefile").write_text(SNAKEFILE)
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
+    (workdir / "Snakefile").write_text(SNAKEFILE, encoding="utf-8")
     (workdir / "raw").mkdir()
     pd.DataFrame({
         "study_id": ["s0", "s1", "s2"], "patient_id": ["p0", "p1", "p2"], "split": ["train", "val", "test"],
@@ -128,14 +128,14 @@ def test_edit_reruns_apply_review_and_downstream_only(workdir):
     snakemake(workdir)
     final = pd.read_parquet(workdir / "results/demo_lung/qa/final.parquet").set_index(["study_id", "question_id"])
     assert final.loc[("s0", "primary_tumor"), "decision"] == "reject"
-    train = (workdir / "results/demo_lung/instructions/train.json").read_text()
+    train = (workdir / "results/demo_lung/instructions/train.json").read_text(encoding="utf-8")
     assert "s0__primary_tumor" not in train and "s0__pleura" in train
     assert planned_jobs(workdir) == {}
 
 
 def test_demo_dag_exports_and_applies_the_absent_review(repo):
     """The real Snakefile and config plan export_review, apply_review and build_instructions."""
-    if "rule extract_answers" not in (repo / "rules" / "extraction.smk").read_text():
+    if "rule extract_answers" not in (repo / "rules" / "extraction.smk").read_text(encoding="utf-8"):
         pytest.skip("rule extract_answers (upstream stage) is not written yet")
     targets = [f"results/{d}/{f}" for d in ("demo_lung",) for f in ("review/export.xlsx", "qa/final.parquet", "instructions/train.json")]
     run = subprocess.run([str(SNAKEMAKE), "--dry-run", "--forceall", "--cores", "1", *targets], capture_output=True, text=True, cwd=repo, timeout=300)

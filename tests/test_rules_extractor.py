@@ -102,16 +102,16 @@ def test_questions_file(repo, tmp_path):
     questions = load_questions(repo / "config" / "questions.yaml")
     assert tuple(q.id for q in questions) == PAPER_QUESTION_IDS
     bad = tmp_path / "q.yaml"
-    bad.write_text("questions:\n  - {id: pleura, text: 'A'}\n  - {id: pleura, text: 'B'}\n")
+    bad.write_text("questions:\n  - {id: pleura, text: 'A'}\n  - {id: pleura, text: 'B'}\n", encoding="utf-8")
     with pytest.raises(ConfigError, match=r"q.yaml, questions\[1\] \(id 'pleura'\): duplicate id"):
         load_questions(bad)
-    bad.write_text("questions:\n  - {id: Bad-Id, text: 'A'}\n")
+    bad.write_text("questions:\n  - {id: Bad-Id, text: 'A'}\n", encoding="utf-8")
     with pytest.raises(ConfigError, match=r"questions\[0\]: 'id' must be a snake_case"):
         load_questions(bad)
-    bad.write_text("questions:\n  - {id: a, text: ''}\n")
+    bad.write_text("questions:\n  - {id: a, text: ''}\n", encoding="utf-8")
     with pytest.raises(ConfigError, match="non-empty"):
         load_questions(bad)
-    bad.write_text("version: 1\n")
+    bad.write_text("version: 1\n", encoding="utf-8")
     with pytest.raises(ConfigError, match="'questions'"):
         load_questions(bad)
 

@@ -63,7 +63,7 @@ def test_train_evaluate_and_tabulate(cohort_and_stores):
         metrics = evaluate_baseline(p, s, out / "km.png", title=f"{model} {modality}", n_boot=100)
         assert (out / "km.png").stat().st_size > 1000
         assert metrics["harrell"]["n"] == 40 and metrics["ibs"] is not None and 0 <= metrics["km"]["logrank_p"] <= 1
-        (out / "metrics.json").write_text(json.dumps(metrics))
+        (out / "metrics.json").write_text(json.dumps(metrics), encoding="utf-8")
         preds.append(out / "predictions.parquet")
         mets.append(out / "metrics.json")
     table, md = dataset_results(preds, mets, "synthetic", truth_path=tmp / "truth.parquet", n_boot=100)

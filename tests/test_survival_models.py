@@ -100,7 +100,7 @@ def test_cross_validation_folds_file_reproduces_kfold(tmp_path):
     df = synthetic_table(n=200)
     folds = make_folds(df["event"], 4, seed=3)
     spec = {"folds": [{"train_idx": tr.tolist(), "test_idx": te.tolist()} for tr, te in folds]}
-    (tmp_path / "folds.json").write_text(json.dumps(spec))
+    (tmp_path / "folds.json").write_text(json.dumps(spec), encoding="utf-8")
     a = cross_validate(df, "time", "event", "coxph", features=["x1", "x2", "stage"], k=4, seed=3)
     b = cross_validate(df, "time", "event", "coxph", features=["x1", "x2", "stage"],
                        folds=read_folds(tmp_path / "folds.json", len(df)))
@@ -110,10 +110,10 @@ def test_cross_validation_folds_file_reproduces_kfold(tmp_path):
 
 def test_folds_file_errors(tmp_path):
     bad = tmp_path / "bad.json"
-    bad.write_text(json.dumps({"folds": [{"train_idx": [0, 1], "test_idx": [1, 99]}]}))
+    bad.write_text(json.dumps({"folds": [{"train_idx": [0, 1], "test_idx": [1, 99]}]}), encoding="utf-8")
     with pytest.raises(DataError, match="fold 1, test_idx: row index 99 outside"):
         read_folds(bad, 10)
-    bad.write_text(json.dumps({"folds": [{"train_idx": [0, 1], "test_idx": [1, 2]}]}))
+    bad.write_text(json.dumps({"folds": [{"train_idx": [0, 1], "test_idx": [1, 2]}]}), encoding="utf-8")
     with pytest.raises(DataError, match="in both"):
         read_folds(bad, 10)
 
@@ -126,7 +126,7 @@ def test_cli_cv_writes_json_and_prints(tmp_path, capsys):
     rc = cli_main(["cv", str(path), "--time", "time", "--event", "event", "--model", "deepsurv", "--folds", "3",
                    "--seed", "1", "--lr", "0.01", "--batch-size", "64", "--max-epochs", "30", "--out", str(out)])
     assert rc == 0
-    result = json.loads(out.read_text())
+    result = json.loads(out.read_text(encoding="utf-8"))
     assert len(result["folds"]) == 3 and result["features"] == ["x1", "x2", "stage", "noise"]
     printed = capsys.readouterr().out
     assert "fold 3: c-index" in printed and f"{result['mean']:.4f} ± {result['sd']:.4f}" in printed

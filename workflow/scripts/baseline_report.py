@@ -11,7 +11,7 @@ from ctsurv.survival.baselines import oracle_line, report_markdown
 def main(smk):
     tables = [pd.read_csv(p) for p in smk.input.csvs]
     Path(smk.output.md).parent.mkdir(parents=True, exist_ok=True)
-    Path(smk.output.md).write_text(report_markdown([Path(p).read_text() for p in smk.input.tables], tables))
+    Path(smk.output.md).write_text(report_markdown([Path(p).read_text(encoding="utf-8") for p in smk.input.tables], tables))
     for table in tables:
         print(oracle_line(table), flush=True)
 

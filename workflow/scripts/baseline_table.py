@@ -17,7 +17,7 @@ def main(smk):
         seed=smk.params.bootstrap["seed"],
     )
     table.to_csv(smk.output.csv, index=False)
-    Path(smk.output.md).write_text(markdown)
+    Path(smk.output.md).write_text(markdown, encoding="utf-8")
     logging.getLogger("ctsurv").info("%s", oracle_line(table))
 
 

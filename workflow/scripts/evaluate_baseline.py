@@ -19,7 +19,7 @@ def main(smk):
         seed=survival["bootstrap"]["seed"],
         min_at_risk=survival["km_min_at_risk"],
     )
-    with open(smk.output.metrics, "w") as fh:
+    with open(smk.output.metrics, "w", encoding="utf-8") as fh:
         json.dump(metrics, fh, indent=2)
 
 

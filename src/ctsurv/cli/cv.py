@@ -65,6 +65,6 @@ def run(args) -> int:
     print(f"{args.model}: c-index {result['mean']:.4f} ± {result['sd']:.4f} (mean ± sd over {len(result['folds'])} folds)")
     out = args.out or args.table.with_name(f"{args.table.stem}.cv_{args.model}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
+    out.write_text(json.dumps(result, indent=2), encoding="utf-8")
     print(f"wrote {out}")
     return 0

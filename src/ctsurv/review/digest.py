@@ -76,7 +76,7 @@ def cached_review_digest(path: str | Path, cache: str | Path) -> str:
     stat = path.stat()
     key = {"path": str(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
     try:
-        saved = json.loads(cache.read_text())
+        saved = json.loads(cache.read_text(encoding="utf-8"))
         if {k: saved.get(k) for k in key} == key:
             return saved["digest"]
     except (OSError, ValueError, KeyError, AttributeError):
@@ -84,7 +84,7 @@ def cached_review_digest(path: str | Path, cache: str | Path) -> str:
     digest = review_digest(path)
     cache.parent.mkdir(parents=True, exist_ok=True)
     tmp = cache.with_name(cache.name + ".tmp")
-    tmp.write_text(json.dumps({**key, "digest": digest}))
+    tmp.write_text(json.dumps({**key, "digest": digest}), encoding="utf-8")
     tmp.replace(cache)
     return digest
 

@@ -144,7 +144,7 @@ def train_baseline(
     table.insert(0, "study_id", rows["study_id"].astype(str).to_numpy())
     table.to_parquet(out / "survival.parquet", index=False)
     if model == "coxph":
-        (out / "model.json").write_text(json.dumps(m.state() | {"features": names}, indent=2))
+        (out / "model.json").write_text(json.dumps(m.state() | {"features": names}, indent=2), encoding="utf-8")
     else:
         m.save(out)
     summary = {"model": model, "modality": modality, "n_train": int(len(train)), "n_val": int(len(val)),
@@ -254,7 +254,7 @@ def dataset_results(prediction_paths: Sequence, metrics_paths: Sequence, dataset
     for pred, met in zip(prediction_paths, metrics_paths):
         model, modality = run_name(pred)
         runs.append({"model": model, "modality": modality, "predictions": pd.read_parquet(pred),
-                     "metrics": json.loads(Path(met).read_text())})
+                     "metrics": json.loads(Path(met).read_text(encoding="utf-8"))})
     if truth_path is not None and runs:
         truth = pd.read_parquet(truth_path)
         harrell = oracle_cindex(runs[0]["predictions"], truth, n_boot=n_boot, seed=seed)

@@ -56,7 +56,7 @@ def read_folds(path: str | Path, n_rows: int) -> list[tuple[np.ndarray, np.ndarr
     """Folds from JSON ``{"folds": [{"train_idx": [...], "test_idx": [...]}, ...]}``."""
     path = Path(path)
     try:
-        spec = json.loads(path.read_text())
+        spec = json.loads(path.read_text(encoding="utf-8"))
         entries = spec["folds"]
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise DataError(f"{path}: expected JSON with a 'folds' list of {{'train_idx': [...], 'test_idx': [...]}} ({err})") from None

@@ -118,7 +118,7 @@ class _NetModel(SurvivalModel):
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         save_file({k: v.contiguous() for k, v in self.net.state_dict().items()}, str(folder / "weights.safetensors"))
-        (folder / "model.json").write_text(json.dumps(self.state(), indent=2))
+        (folder / "model.json").write_text(json.dumps(self.state(), indent=2), encoding="utf-8")
 
     def state(self) -> dict:
         return {
