@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 import pytest
 
@@ -155,3 +157,24 @@ def test_real_reports_agree_with_labels(ct_rate_reports_dir):
     # measured 0.991 / 0.955 on the 800 reports
     assert agreement["pleura (effusion only)"] >= 0.97
     assert agreement["lymph_nodes"] >= 0.92
+
+
+@pytest.mark.parametrize(
+    "qid, report, present",
+    [
+        ("vessels", "The pulmonary arteries are well opacified without filling defects.", False),
+        ("vessels", "The great vessels are patent and not encased.", False),
+        ("vessels", "Mediastinal vascular structures are of normal calibre.", False),
+        ("vessels", "Encasement of the left pulmonary artery by the mass.", True),
+        ("vessels", "Indication: evaluate for pulmonary embolism.\nTechnique: CTPA, pulmonary arterial phase.\nFindings: No acute findings.", False),
+        ("vessels", "Enlarged lymph node in the aortopulmonary window.", False),
+        ("metastases", "Enlarged right hilar lymph nodes, suspicious for nodal metastases.", False),
+        ("metastases", "A lytic lesion in the T4 vertebral body.", False),
+        ("metastases", "A lytic lesion in the T4 vertebral body, suspicious for metastasis.", True),
+        ("metastases", "History: known brain metastases.\nFindings: No acute findings.", True),
+    ],
+)
+def test_findings_sections_and_hypotheticals(qid, report, present):
+    question = next(q for q in load_questions(Path(__file__).resolve().parents[1] / "config" / "questions.yaml") if q.id == qid)
+    (answer,) = RulesBackend().extract([report], [question])[0]
+    assert answer_presence(qid, answer.answer, answer.status) is present, answer.answer

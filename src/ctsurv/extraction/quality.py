@@ -7,7 +7,8 @@ Three agreements per question, each over the rows where the gold has something t
 * size: rows whose gold finding is present with a ``size_mm``: does a measurement in the answer
   (largest dimension, cm converted to mm) lie within ``max(1 mm, 10 %)`` of it?
 * location: rows whose gold finding is present with a ``location``: do all words of the gold
-  location appear in the answer (lobe abbreviations such as "RUL" expanded)?
+  location appear in the answer (lobe abbreviations such as "RUL" expanded, plurals and a few
+  synonyms such as "spondylosis" for "spine" folded)?
 """
 
 from __future__ import annotations
@@ -49,9 +50,24 @@ def size_agrees(answer: str | None, size_mm: float, rel_tol: float = 0.10, abs_t
     return any(abs(s - size_mm) <= tol for s in parse_sizes_mm(answer))
 
 
+# Words naming the same place as a canonical location word ("thoracic spondylosis" is in the
+# thoracic spine).
+_SYNONYMS = {"spinal": "spine", "spondylosis": "spine", "spondylotic": "spine", "vertebrae": "vertebra"}
+
+
+def _singular(word: str) -> str:
+    """'arteries' -> 'artery', 'nodes' -> 'node' (not 'hilus', 'axis', 'mass')."""
+    if len(word) > 4 and word.endswith("ies"):
+        return word[:-3] + "y"
+    if len(word) > 3 and word.endswith("s") and not word.endswith(("ss", "us", "is")):
+        return word[:-1]
+    return word
+
+
 def _words(text: str) -> set[str]:
     words = re.findall(r"[a-z0-9]+", text.lower())
-    return set(" ".join(_LOBES.get(w, w) for w in words).split())
+    words = " ".join(_LOBES.get(w, w) for w in words).split()
+    return {_singular(_SYNONYMS.get(w, w)) for w in words}
 
 
 def location_agrees(answer: str | None, location: str) -> bool:

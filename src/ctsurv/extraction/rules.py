@@ -67,6 +67,61 @@ def split_sentences(text: str) -> list[str]:
     return sentences
 
 
+# Section headers opening a sentence ("Findings: ...").  The sentences of the acquisition
+# sections (technique, protocol, comparison) describe how the scan was done -- "pulmonary
+# arterial phase" -- not what it shows, so they answer no question.  Request and history
+# sections are kept: "Known brain metastases" is a finding, and the request's own wording
+# ("evaluate for pulmonary embolism") is a hypothetical negation cue below.
+_HEADER = re.compile(r"^\s*([A-Za-z][A-Za-z /&_-]{0,40}?)\s*:\s*")
+_ACQUISITION_SECTIONS = re.compile(
+    r"^(?:technique|protocol|procedure|acquisition|contrast|comparisons?|prior(?: studies)?|examination|exam)$",
+    re.IGNORECASE,
+)
+_FINDING_SECTIONS = re.compile(
+    r"^(?:findings?|impressions?|conclusions?|results?|opinion|summary|diagnosis|assessment)$", re.IGNORECASE
+)
+
+
+def _section(sentence: str) -> tuple[str | None, int]:
+    """('skip' | 'keep' | None, header length) for a sentence that may open with a header."""
+    header = _HEADER.match(sentence)
+    if not header:
+        return None, 0
+    name = re.sub(r"[\s_]+", " ", header.group(1)).strip().removesuffix(" EN")
+    if _ACQUISITION_SECTIONS.match(name):
+        return "skip", header.end()
+    if _FINDING_SECTIONS.match(name):
+        return "keep", header.end()
+    return None, 0
+
+
+def report_sentences(text: str) -> list[str]:
+    """The report's sentences (:func:`split_sentences`) that can report findings.
+
+    A sentence opening with an acquisition header ("Technique: ...") is dropped, and so are
+    the sentences after it on the same line when a findings/impression header follows later;
+    the header of a findings or impression section is removed from its first sentence.
+    """
+    lines = [split_sentences(line) for line in text.splitlines()]
+    kinds = [[_section(s) for s in line] for line in lines]
+    flat = [k for line in kinds for k, _ in line]
+    out: list[str] = []
+    seen = 0
+    for line, line_kinds in zip(lines, kinds):
+        keep = True
+        for sentence, (kind, cut) in zip(line, line_kinds):
+            seen += 1
+            if kind == "skip":
+                keep = "keep" not in flat[seen:]
+                continue
+            if kind == "keep":
+                keep = True
+                sentence = sentence[cut:]
+            if keep and sentence.strip():
+                out.append(sentence)
+    return out
+
+
 # ----------------------------------------------------------------------------- topics
 
 
@@ -81,6 +136,10 @@ class Topic:
         unless: see ``exclude``.
         ignore: phrases whose topic words are not the topic (e.g. "pleural-based nodule"
             locates a nodule, it is no pleural finding); masked before matching.
+        findings: the abnormality words of a topic whose other terms only name anatomy
+            ("embolus", "encased" against "pulmonary arteries"); a clause holding one is
+            present only when a finding word escapes negation ("The pulmonary arteries are
+            opacified without filling defects" is no vessel finding).  None: every term counts.
     """
 
     terms: re.Pattern
@@ -88,6 +147,7 @@ class Topic:
     exclude: re.Pattern | None = None
     unless: re.Pattern | None = None
     ignore: re.Pattern | None = None
+    findings: re.Pattern | None = None
 
     def mask(self, text: str) -> str:
         """``text`` with the ``ignore`` phrases blanked out (same length, so offsets hold)."""
@@ -110,9 +170,11 @@ def _rx(pattern: str) -> re.Pattern:
     return re.compile(pattern, _I)
 
 
+_BONE_ORGANS = r"bones?|osseous|vertebra\w*|ribs?|sternum|"
+_BONE = r"\b(?:" + _BONE_ORGANS + r"lytic|sclerotic|blastic|skelet\w*)\b"
 _OTHER_ORGANS = (
     r"\b(?:liver|hepatic|adrenal\w*|kidneys?|renal|spleen|splenic|pancrea\w*|brain|cerebral|thyroid|breast|"
-    r"esophag\w*|oesophag\w*|stomach|gastric|bones?|osseous|vertebra\w*|ribs?|sternum|gallbladder|gall bladder)\b"
+    r"esophag\w*|oesophag\w*|stomach|gastric|" + _BONE_ORGANS + r"gallbladder|gall bladder)\b"
 )
 _LUNG = r"\b(?:lungs?|lobes?|lobar|pulmonary|parenchyma\w*|lingula\w*|bronch\w*|hil(?:um|ar|us)|perihilar|apical|segment\w*)\b"
 _LESION = (
@@ -143,12 +205,25 @@ TOPICS: dict[str, Topic] = {
     "metastases": Topic(
         terms=_rx(r"\b(?:metasta\w*|mets|carcinomatosis|implants?|" + _OTHER_ORGANS[5:-3] + r")\b"),
         context=_rx(r"\b(?:metasta\w*|mets|carcinomatosis)\b|" + _LESION),
+        exclude=_rx(_BONE),
+        unless=_rx(r"\b(?:metasta\w*|mets|carcinomatosis)\b|" + _OTHER_ORGANS.replace(_BONE_ORGANS, "")),
+        ignore=_rx(
+            r"\b(?:nodal|lymph[- ]?node|lymphatic)\s+metasta\w*|"
+            r"\bmetasta\w* (?:to|in|of|within) (?:the )?(?:\w+ ){0,3}(?:lymph[- ]?)?nodes?\b"
+        ),
     ),
     "vessels": Topic(
         terms=_rx(
             r"\b(?:pulmonary (?:arter\w*|veins?|trunk)|aort\w*|vena cava|svc|ivc|vascular|vessels?|encase\w*|"
             r"embol\w*|thromb\w*|brachiocephalic|subclavian (?:arter\w*|veins?))\b"
         ),
+        findings=_rx(
+            r"\b(?:embol\w*|thromb\w*|filling defects?|encase\w*|invasi\w*|invad\w*|infiltrat\w*|involve\w*|"
+            r"compress\w*|occlu\w*|obstruct\w*|narrow\w*|stenos\w*|aneurysm\w*|dilat\w*|ectasia|ectatic|"
+            r"dissect\w*|abut\w*|displace\w*)\b"
+        ),
+        # the aortopulmonary window is a nodal station, not a vessel
+        ignore=_rx(r"\baort[ao][- ]?pulmonary (?:window|region|space)\b|\bAP window\b"),
     ),
     "bones": Topic(
         terms=_rx(
@@ -163,8 +238,11 @@ TOPICS: dict[str, Topic] = {
 
 # Cues that negate what follows them, up to the end of the clause.
 _PRE_CUES = _rx(
-    r"\b(?:no|without|absence of|absent|negative for|free of|rule(?:s|d)? out|neither|nor|never|"
-    r"there (?:is|are|was|were) no)\b"
+    r"\b(?:no|not|without|absence of|absent|negative for|free of|rule(?:s|d)? out|neither|nor|never|"
+    r"there (?:is|are|was|were) no|"
+    # hypothetical: what a request asks about is not a finding
+    r"(?:to )?(?:evaluat\w*|assess\w*|screen\w*|look\w*|search\w*) for|to (?:exclude|rule out)|query|"
+    r"question of)\b"
 )
 # Cues that negate what precedes them, back to the start of the clause.
 _POST_CUES = _rx(
@@ -173,12 +251,16 @@ _POST_CUES = _rx(
     r"pathologic\w*|significant|monitored|followed)|"
     r"not (?:observed|detected|seen|identified|noted|present|visuali[sz]ed|evident|found|enlarged)|"
     r"(?:is|are|was|were) (?:absent|normal|natural|unremarkable|preserved|intact|clear)|"
+    r"(?:is|are|was|were|remains?|appears?) (?:\w+ )?patent|"
     r"(?:appears?|looks?|seems?) (?:normal|natural|unremarkable)|"
-    r"within normal limits|normal(?:ly)? (?:in )?(?:size|calibration|appearance)|"
+    r"within normal limits|normal(?:ly)? (?:in )?(?:size|calib(?:re|er|ration)|appearance)|"
     r"resolved|regressed|ruled out)\b"
 )
 # Look like negations but are not ("no change in the nodule").
-_PSEUDO = _rx(r"\b(?:no (?:significant |interval )?change|not changed|not only|no longer)\b")
+_PSEUDO = _rx(
+    r"\b(?:no (?:significant |interval )?change|not (?:been )?changed|not only|no longer|"
+    r"(?:can|could|may|should) not be (?:excluded|ruled out)|not excluded)\b"
+)
 # Clause boundaries: negation does not cross them.
 _CLAUSE = _rx(
     r";|,\s*(?:and|but)\b|\bbut\b|\bhowever\b|\balthough\b|\bwhereas\b|\bwhile\b|\bexcept\b|\bapart from\b|"
@@ -196,6 +278,9 @@ def _clause_affirms(clause: str, topic: Topic) -> bool:
     terms = [m.start() for m in topic.terms.finditer(clause)]
     if not terms:
         return False
+    if topic.findings is not None:
+        findings = [m.start() for m in topic.findings.finditer(clause)]
+        terms = findings or terms
     masked = _PSEUDO.sub(lambda m: "_" * len(m.group()), clause)
     scopes = [(m.start(), len(clause)) for m in _PRE_CUES.finditer(masked)]
     scopes += [(0, m.end()) for m in _POST_CUES.finditer(masked)]
@@ -274,7 +359,7 @@ class RulesBackend:
         out: list[list[Answer]] = []
         for report in reports:
             try:
-                sentences = split_sentences(report) if isinstance(report, str) else []
+                sentences = report_sentences(report) if isinstance(report, str) else []
                 out.append([self.answer(sentences, q) for q in questions])
             except Exception as err:  # never let one report stop the batch
                 out.append([Answer(q.id, "", "failed", f"{type(err).__name__}: {err}") for q in questions])
