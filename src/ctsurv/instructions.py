@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 import pandas as pd
 
+from .atomic import atomic_path
 from .errors import DataError
 from .extraction.base import Question
 from .review.apply import usable_answers
@@ -111,9 +111,5 @@ def build_conversations(
 
 def write_json(records: list[dict], path: str | Path) -> None:
     """Write records as a JSON list, via a temporary file and an atomic rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
         json.dump(records, fh, ensure_ascii=False, indent=1)
-    os.replace(tmp, path)

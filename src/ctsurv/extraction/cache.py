@@ -19,6 +19,7 @@ import uuid
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from ..atomic import atomic_path
 from .base import Answer, Question
 
 _COLUMNS = ("key", "question_id", "answer", "status")
@@ -85,7 +86,6 @@ class AnswerCache:
         table = pa.table({c: pa.array([r[i] for r in rows], type=pa.string()) for i, c in enumerate(_COLUMNS)})
         # time first, so that name order is write order
         name = f"batch-{time.time_ns():020d}-{os.getpid()}-{uuid.uuid4().hex[:8]}.parquet"
-        tmp = self.folder / f".{name}.tmp"
-        pq.write_table(table, tmp)
-        os.replace(tmp, self.folder / name)
+        with atomic_path(self.folder / name) as tmp:
+            pq.write_table(table, tmp)
         return self.folder / name

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 from pathlib import Path
 from typing import Sequence
 
 import pandas as pd
 
+from ..atomic import atomic_path
 from ..errors import CtsurvError, DataError
 from .base import STATUSES, Answer, Backend, Question
 from .cache import AnswerCache, cache_key
@@ -159,11 +159,8 @@ def answers_frame(rows: Sequence[tuple] = ()) -> pd.DataFrame:
 
 def write_answers(df: pd.DataFrame, path: str | Path) -> None:
     """Write an answers table to Parquet atomically (a temporary file, then a rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    df.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        df.to_parquet(tmp, index=False)
 
 
 def read_answers(path: str | Path) -> pd.DataFrame:

@@ -26,13 +26,13 @@ from __future__ import annotations
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote
 
 import numpy as np
 
+from ..atomic import atomic_write
 from ..errors import DataError
 
 PRECISIONS = ("uint16", "float16", "float32")
@@ -74,18 +74,6 @@ def decode(stored: np.ndarray) -> np.ndarray:
     return stored.astype(np.float32, copy=False)
 
 
-def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_entry(cache_dir: str | Path, study_id: str, volume: np.ndarray, key: dict[str, Any],
                 precision: str = "uint16", qc: dict[str, Any] | None = None) -> Path:
     """Store one preprocessed volume atomically.
@@ -104,9 +92,9 @@ def write_entry(cache_dir: str | Path, study_id: str, volume: np.ndarray, key: d
     """
     stored = encode(volume, precision)
     path = volume_path(cache_dir, study_id)
-    _atomic_write(path, lambda fh: np.save(fh, stored, allow_pickle=False))
+    atomic_write(path, lambda fh: np.save(fh, stored, allow_pickle=False))
     meta = {"study_id": str(study_id), "precision": precision, "shape": list(stored.shape), "key": key, "qc": qc}
-    _atomic_write(_meta_path(cache_dir, study_id), lambda fh: fh.write(json.dumps(meta, sort_keys=True).encode()))
+    atomic_write(_meta_path(cache_dir, study_id), lambda fh: fh.write(json.dumps(meta, sort_keys=True).encode()))
     return path
 
 

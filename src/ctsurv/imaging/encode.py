@@ -23,9 +23,7 @@ import contextlib
 import hashlib
 import json
 import logging
-import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Callable, Sequence
@@ -35,6 +33,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from ..atomic import atomic_write
 from ..errors import DataError
 from ..features import FeatureStore, write_features
 from .merlin import I3ResNet, token_mode
@@ -165,17 +164,6 @@ def _is_up_to_date(out_dir: Path, study_ids: list[str], fingerprint: str) -> boo
     return same and FeatureStore(out_dir).study_ids == study_ids
 
 
-def _write_atomic(path: Path, save: Callable[[object], None]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            save(fh)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _open_partial(partial: Path, fingerprint: str) -> set[str]:
     """Ids of the studies finished in the partial folder; reset the folder if another encoder made it."""
     meta = partial / FINGERPRINT_FILE
@@ -189,7 +177,7 @@ def _open_partial(partial: Path, fingerprint: str) -> set[str]:
             shutil.rmtree(partial)
     partial.mkdir(parents=True, exist_ok=True)
     if not meta.exists():
-        _write_atomic(meta, lambda fh: fh.write(json.dumps({"fingerprint": fingerprint}).encode()))
+        atomic_write(meta, lambda fh: fh.write(json.dumps({"fingerprint": fingerprint}).encode()))
     done: set[str] = set()
     for shard in sorted(partial.glob("shard-*.npz")):
         with np.load(shard, allow_pickle=False) as data:  # npz members load lazily
@@ -288,7 +276,7 @@ def encode_cohort(
     # The fingerprint is written last: a store without it is never taken as up to date.
     meta = {"fingerprint": fingerprint, **model.describe(), "tokens": tokens, "token_mode": mode,
             "n_tokens": shapes["tokens"][1]}
-    _write_atomic(out_dir / FINGERPRINT_FILE, lambda fh: fh.write(json.dumps(meta, indent=1).encode()))
+    atomic_write(out_dir / FINGERPRINT_FILE, lambda fh: fh.write(json.dumps(meta, indent=1).encode()))
     shutil.rmtree(partial, ignore_errors=True)
     log.info("wrote %s: pooled %s, tokens %s", out_dir, shapes["pooled"], shapes["tokens"])
     return out_dir
@@ -338,7 +326,7 @@ def _encode_into_shards(todo, loader, partial, model, mode, batch_size, device, 
             arrays = {"study_ids": np.array(ids, dtype=str),
                       "pooled": pooled.cpu().numpy().astype(np.float16),
                       "tokens": toks.cpu().numpy().astype(np.float16)}
-            _write_atomic(partial / f"shard-{shard_no:06d}.npz", lambda fh: np.savez(fh, **arrays))
+            atomic_write(partial / f"shard-{shard_no:06d}.npz", lambda fh: np.savez(fh, **arrays))
             shard_no += 1
     model.to(memory_format=torch.contiguous_format)
 

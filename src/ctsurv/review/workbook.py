@@ -14,8 +14,6 @@ decided about the old answer (highlighted).
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -27,6 +25,7 @@ from .cells import TEXT_FORMAT, escape
 from .layout import COLUMNS, DECISIONS, EDITABLE, ORIGINAL_SHEET, READ_ONLY, REPORTS_SHEET, REVIEW_SHEET, WIDTHS, column_letter
 from .validate import read_workbook
 from ..errors import DataError
+from ..atomic import atomic_path
 
 
 @dataclass(frozen=True)
@@ -224,16 +223,5 @@ def _build_book(rows: pd.DataFrame, reports: pd.DataFrame):
 
 def save_atomic(book, out: str | Path) -> None:
     """Save an openpyxl workbook via a temporary file and an atomic rename."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.stem}.", suffix=".xlsx.tmp", dir=out.parent)
-    os.close(fd)
-    try:
+    with atomic_path(out, suffix=".xlsx.tmp") as tmp:
         book.save(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes the file private; give it the usual mode
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
