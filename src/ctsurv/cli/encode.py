@@ -57,12 +57,11 @@ def _encode_images(args: argparse.Namespace) -> int:
 
 
 def _encode_texts(args: argparse.Namespace) -> int:
-    import pandas as pd
-
+    from ..data.tables import load_table
     from ..errors import DataError
     from ..text_encoder import encode_clinical_sentences
 
-    table = pd.read_parquet(args.table) if str(args.table).endswith(".parquet") else pd.read_csv(args.table)
+    table = load_table(args.table)
     for col in (args.id_column, args.text_column):
         if col not in table.columns:
             raise DataError(f"{args.table}: no column '{col}' (columns: {', '.join(map(str, table.columns))})")

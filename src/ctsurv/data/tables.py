@@ -23,37 +23,44 @@ ROW = "_row"
 _TEXT_SUFFIXES = {".csv": ",", ".tsv": "\t", ".txt": "\t"}
 
 
-def read_table(path: str | Path, *, what: str = "table") -> pd.DataFrame:
-    """Read a CSV, TSV or Parquet file, keeping text columns as text.
-
-    CSV/TSV cells are read as strings (empty cells become missing), so that typing is done
-    by ctsurv with errors that name the row, not guessed by pandas.
+def load_table(path: str | Path, *, what: str = "table", as_text: bool = True, hint: str = "") -> pd.DataFrame:
+    """Read a CSV, TSV or Parquet file.
 
     Args:
         path: the file; the suffix picks the reader (``.csv``, ``.tsv``/``.txt``,
             ``.parquet``/``.pq``, optionally ``.gz`` compressed text).
         what: how the file is named in error messages (e.g. "manifest").
+        as_text: read CSV/TSV cells as strings (empty cells become missing), so that ids
+            such as "007" stay as written and typing is done by ctsurv with errors that name
+            the row; ``False`` lets pandas infer numbers (numeric feature tables).
+        hint: appended to the not-found message (where to fix the path).
 
     Returns:
-        The table with ``_source`` and ``_row`` columns added.
+        The table, indexed 0..n-1.
     """
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"{path}: {what} not found (check the dataset's path keys in the config)")
+        raise DataError(f"{path}: {what} not found{hint}")
     suffixes = [s.lower() for s in path.suffixes]
     suffix = suffixes[-2] if suffixes and suffixes[-1] == ".gz" and len(suffixes) > 1 else (suffixes[-1] if suffixes else "")
     try:
         if suffix in (".parquet", ".pq"):
             df = pd.read_parquet(path)
         elif suffix in _TEXT_SUFFIXES:
-            df = pd.read_csv(path, sep=_TEXT_SUFFIXES[suffix], dtype=str, keep_default_na=False, na_values=[""])
+            text = {"dtype": str, "keep_default_na": False, "na_values": [""]} if as_text else {}
+            df = pd.read_csv(path, sep=_TEXT_SUFFIXES[suffix], **text)
         else:
             raise DataError(f"{path}: unknown {what} format '{suffix}' (use .csv, .tsv or .parquet)")
     except DataError:
         raise
     except Exception as err:  # the readers raise many types; the file is what the user must fix
         raise DataError(f"{path}: cannot read the {what} ({type(err).__name__}: {err})") from None
-    df = df.reset_index(drop=True)
+    return df.reset_index(drop=True)
+
+
+def read_table(path: str | Path, *, what: str = "table") -> pd.DataFrame:
+    """:func:`load_table` as text, with the ``_source`` and ``_row`` columns added."""
+    df = load_table(path, what=what, hint=" (check the dataset's path keys in the config)")
     df[SOURCE] = str(path)
     df[ROW] = range(2, len(df) + 2)
     return df

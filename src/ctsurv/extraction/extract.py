@@ -17,6 +17,7 @@ from typing import Sequence
 import pandas as pd
 
 from ..atomic import atomic_path
+from ..data.tables import load_table
 from ..errors import CtsurvError, DataError
 from .base import STATUSES, Answer, Backend, Question
 from .cache import AnswerCache, cache_key
@@ -139,16 +140,7 @@ def extract_answers(
 
 def read_report_table(path: str | Path) -> pd.DataFrame:
     """Read a report table (``.csv``, ``.tsv`` or ``.parquet``), every CSV column as text."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
-    suffix = path.suffix.lower()
-    if suffix == ".parquet":
-        return pd.read_parquet(path)
-    if suffix in (".csv", ".tsv", ".txt"):
-        # text dtype keeps ids such as "007" as written
-        return pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", dtype=str, keep_default_na=False, na_values=[""])
-    raise DataError(f"{path}: expected a .csv, .tsv or .parquet report table")
+    return load_table(path, what="file")
 
 
 def answers_frame(rows: Sequence[tuple] = ()) -> pd.DataFrame:

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from ..data.tables import load_table
 from ..errors import DataError
 from .fit import TrainConfig
 from .models import ModelSettings, build_model
@@ -28,15 +29,8 @@ log = logging.getLogger(__name__)
 
 
 def read_table(path: str | Path) -> pd.DataFrame:
-    """A CSV or Parquet table."""
-    path = Path(path)
-    if not path.exists():
-        raise DataError(f"{path}: no such file")
-    if path.suffix.lower() in (".parquet", ".pq"):
-        return pd.read_parquet(path)
-    if path.suffix.lower() in (".csv", ".tsv", ".txt"):
-        return pd.read_csv(path, sep="\t" if path.suffix.lower() == ".tsv" else ",")
-    raise DataError(f"{path}: unsupported table format '{path.suffix}'; use .csv, .tsv or .parquet")
+    """A CSV, TSV or Parquet table, numbers parsed as numbers."""
+    return load_table(path, as_text=False)
 
 
 def make_folds(event, k: int = 5, seed: int = 42) -> list[tuple[np.ndarray, np.ndarray]]:
