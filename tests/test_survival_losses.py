@@ -158,8 +158,31 @@ def test_dispersion_discrete_hand_computed():
     e = torch.tensor([1, 1, 1, 1, 0])  # the last patient is censored: bin 2's mean is (3, 3)
     tau = 2.0
     mu = [np.array([1.0, 0.0]), np.array([0.0, 2.0]), np.array([3.0, 3.0])]
-    terms = [math.log(np.mean([math.exp(mu[b] @ mu[c] / tau) for c in range(3) if c != b])) for b in range(3)]
+    cos = lambda a, b: a @ b / (np.linalg.norm(a) * np.linalg.norm(b))  # noqa: E731
+    terms = [math.log(np.mean([math.exp(cos(mu[b], mu[c]) / tau) for c in range(3) if c != b])) for b in range(3)]
     assert dispersion_discrete(z, idx, e, tau=tau).item() == pytest.approx(np.mean(terms), rel=1e-9)
+
+
+def test_dispersion_discrete_is_bounded_under_scaling():
+    # Raw dot products fell as -1, -100, -10000 with the latents scaled by 1, 10, 100.
+    torch.manual_seed(0)
+    z = torch.randn(40, 8, dtype=torch.float64)
+    idx, e, tau = torch.arange(40) % 5, torch.ones(40), 0.5
+    values = [dispersion_discrete(z * scale, idx, e, tau=tau).item() for scale in (1.0, 10.0, 100.0, 1e4)]
+    assert values == pytest.approx([values[0]] * 4, rel=1e-9)
+    assert all(-1 / tau <= v <= 1 / tau for v in values)
+    # Pushing bins apart still lowers it: opposite bin means score the minimum -1/tau.
+    apart = torch.tensor([[1.0, 0.0], [-1.0, 0.0]], dtype=torch.float64)
+    assert dispersion_discrete(apart, torch.tensor([0, 1]), torch.ones(2), tau=tau).item() == pytest.approx(-1 / tau)
+    # Gradient descent on the latents cannot run away: the loss stays above -1/tau.
+    w = z.clone().requires_grad_(True)
+    opt = torch.optim.SGD([w], lr=10.0)
+    for _ in range(50):
+        opt.zero_grad()
+        loss = dispersion_discrete(w, idx, e, tau=tau)
+        loss.backward()
+        opt.step()
+    assert loss.item() >= -1 / tau - 1e-9
 
 
 def test_regularisers_zero_without_enough_uncensored():

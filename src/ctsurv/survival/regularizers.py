@@ -4,7 +4,11 @@ r"""Representation regularisers of the joint model (uncensored patients only).
   :math:`\sum_{i \ne j} w_{ij} \lVert z_i - z_j \rVert^2 / \sum_{i \ne j} w_{ij}`,
   :math:`w_{ij} = \exp(-(t_i - t_j)^2 / (2 s^2))`.
 * Discrete dispersion pushes time bins apart: with :math:`\mu_b` the mean latent of bin b,
-  :math:`\frac{1}{B}\sum_b \log \frac{1}{B-1}\sum_{c \ne b} \exp(\mu_b \cdot \mu_c / \tau)`.
+  :math:`\frac{1}{B}\sum_b \log \frac{1}{B-1}\sum_{c \ne b} \exp(\cos(\mu_b, \mu_c) / \tau)`.
+  The paper writes a dot product; on raw dot products the loss falls without limit as the
+  latents grow (-1, -100, -10000 at scales 1, 10, 100), so any optimiser inflates the norms
+  instead of separating the bins.  Cosine similarity keeps the intent (bins pushed apart in
+  direction) and bounds the loss to [-1/tau, 1/tau].
 * Alignment keeps the adapted latent near the pooled one:
   :math:`\frac{1}{n}\sum_i \lVert z^{surv}_i - z^{pooled}_i \rVert^2`.
 
@@ -45,15 +49,19 @@ def dispersion_continuous(
     return (w * dist).sum() / w.sum()
 
 
-def dispersion_discrete(z: torch.Tensor, idx: torch.Tensor, event: torch.Tensor, tau: float = 1.0) -> torch.Tensor:
-    """Log mean exp-similarity of each occupied time bin's mean latent to the other bins'.
+def dispersion_discrete(z: torch.Tensor, idx: torch.Tensor, event: torch.Tensor, tau: float = 0.5) -> torch.Tensor:
+    """Log mean exp-cosine-similarity of each occupied time bin's mean latent to the other bins'.
+
+    Bounded in [-1/tau, 1/tau] whatever the latents' scale (see the module docstring).
 
     Args:
         z: latents, shape (n, d).
         idx: time-bin index per patient, shape (n,).
         event: shape (n,).
-        tau: temperature.
+        tau: temperature (> 0).
     """
+    if tau <= 0:
+        raise ValueError(f"tau must be > 0, got {tau}")
     ev = event.reshape(-1).to(torch.bool)
     zu, bins = z[ev], idx.reshape(-1)[ev].long()
     occupied, inverse = torch.unique(bins, return_inverse=True)
@@ -62,7 +70,7 @@ def dispersion_discrete(z: torch.Tensor, idx: torch.Tensor, event: torch.Tensor,
         return z.sum() * 0.0
     sums = torch.zeros(n_bins, z.shape[1], dtype=z.dtype, device=z.device).index_add_(0, inverse, zu)
     counts = torch.bincount(inverse, minlength=n_bins).to(z.dtype)
-    mu = sums / counts[:, None]  # (B, d)
+    mu = torch.nn.functional.normalize(sums / counts[:, None], dim=1, eps=1e-8)  # (B, d), unit length
     sim = (mu @ mu.T) / tau
     sim = sim.masked_fill(torch.eye(n_bins, dtype=torch.bool, device=z.device), float("-inf"))
     return (torch.logsumexp(sim, dim=1) - math.log(n_bins - 1)).mean()
