@@ -16,8 +16,19 @@ from ctsurv.imaging.encode import encode_cohort, resolve_precision
 from ctsurv.imaging.merlin import build_encoder
 
 SHAPE = (32, 32, 32)
-# CPU, fp32 and a fixed memory format: exact, and no format timing in every call.
-encode = functools.partial(encode_cohort, channels_last=False)
+# CPU, fp32 and a fixed memory format: exact on every machine, and no format timing in every call.
+# precision "auto" would pick bf16 on a CPU with native bf16 (AVX-512 BF16 / AMX) and break the
+# fp32 tolerances below, so it is pinned here; tests of bf16 ask for it by name.
+encode = functools.partial(encode_cohort, precision="fp32", channels_last=False)
+
+
+@pytest.fixture(autouse=True)
+def native_bf16_cpu(monkeypatch):
+    """Run every test here as on a CPU with native bf16, where precision "auto" means bf16.
+
+    A test that forgets to pin its precision then fails on every machine, not only on new CPUs.
+    """
+    monkeypatch.setattr(encode_mod, "cpu_has_bf16", lambda: True)
 
 
 def volumes(n: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -63,6 +74,19 @@ def test_store_holds_float16_features_by_study_id(tmp_path):
     meta = json.loads((out / "encoder.json").read_text(encoding="utf-8"))
     assert meta["token_mode"] == "inplane" and meta["n_tokens"] == 1 and meta["layers"] == [1, 1, 1, 1]
     assert not (tmp_path / ".image.partial").exists()
+
+
+def test_pinned_encoding_is_fp32_on_a_cpu_with_native_bf16(tmp_path):
+    assert encode_mod.cpu_has_bf16()  # the fixture's simulated machine
+    assert resolve_precision("auto", torch.device("cpu")) is torch.bfloat16
+    data = volumes(2)
+    enc = model()
+    pinned = FeatureStore(encode(list(data), None, tmp_path / "pinned", enc, loader=CountingLoader(data)))
+    auto = FeatureStore(encode(list(data), None, tmp_path / "auto", enc, precision="auto", loader=CountingLoader(data)))
+    pooled, _ = direct(enc, data, list(data))
+    np.testing.assert_allclose(pinned.array("pooled"), pooled, rtol=2e-3, atol=1e-4)
+    # Unpinned, the same call gives bf16 features, outside the fp32 tolerance the tests use.
+    assert not np.allclose(auto.array("pooled"), pooled, rtol=2e-3, atol=1e-4)
 
 
 def test_490_tokens_keeps_every_layer4_position(tmp_path):
