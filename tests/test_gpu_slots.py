@@ -1,4 +1,4 @@
-"""GPU slots: distinct devices for concurrent jobs, SLURM allocations respected (no GPU needed)."""
+"""GPU slots: distinct devices for concurrent jobs, also inside one SLURM allocation (no GPU needed)."""
 
 from __future__ import annotations
 
@@ -88,7 +88,35 @@ def test_slurm_allocation_is_used_as_is(monkeypatch, tmp_path):
         assert devs == ["3"]
         assert os.environ["CUDA_VISIBLE_DEVICES"] == "3"
     assert os.environ["CUDA_VISIBLE_DEVICES"] == "3,5"
-    assert not lock_dir.exists()  # no lock files: the allocation is the job's own
+    # The locks are scoped to the allocation: another job on the node may see its own "3".
+    assert [p.name for p in lock_dir.iterdir()] == ["slurm-1234"]
+
+
+def test_jobs_inside_one_slurm_allocation_get_distinct_devices(monkeypatch, tmp_path):
+    """`snakemake --resources gpu=2` inside one salloc: two GPU jobs must not share GPU 3."""
+    monkeypatch.delenv("CTSURV_FAKE_GPUS", raising=False)
+    monkeypatch.setenv("SLURM_JOB_ID", "1234")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
+    lock_dir = tmp_path / "locks"
+    a = _holder(lock_dir, 1, tmp_path / "a", hold=3)
+    b = _holder(lock_dir, 1, tmp_path / "b", hold=3)
+    assert {_wait_for(tmp_path / "a"), _wait_for(tmp_path / "b")} == {"3", "5"}
+    with pytest.raises(CtsurvError, match="no 1 free GPU"):
+        with gpu_slots(1, lock_dir=lock_dir, timeout=0.3, poll=0.05):
+            pass
+    assert a.wait(timeout=30) == 0 and b.wait(timeout=30) == 0
+    # A second allocation on the same node has its own lock folder, so it is not blocked
+    # by the first one's locks on the (renumbered) device ids.
+    monkeypatch.setenv("SLURM_JOB_ID", "999")
+    holder = _holder(lock_dir, 2, tmp_path / "c", hold=60)
+    try:
+        assert _wait_for(tmp_path / "c") == "3,5"
+        monkeypatch.setenv("SLURM_JOB_ID", "1234")
+        with gpu_slots(2, lock_dir=lock_dir, timeout=5) as devs:
+            assert devs == ["3", "5"]
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 def test_cpu_fallback_and_error_without_gpus(monkeypatch, tmp_path):

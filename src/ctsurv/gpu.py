@@ -7,8 +7,11 @@ lock file per device (``<lock_dir>/gpu-<id>.lock``), so jobs on the same machine
 disjoint devices, and sets ``CUDA_VISIBLE_DEVICES`` to the devices it holds.  The kernel drops
 the locks when the process ends, so a killed job never leaves a slot taken.
 
-Under SLURM the allocation is the job's own: ``CUDA_VISIBLE_DEVICES`` set by SLURM is used
-as it is (its first N devices), with no lock files.
+Under SLURM the devices are those of the allocation (``CUDA_VISIBLE_DEVICES`` set by SLURM),
+and the locks are still taken: several jobs may run inside one allocation (``snakemake
+--resources gpu=4`` inside one ``salloc``) and must not all take its first GPU.  The lock
+files then live in ``<lock_dir>/slurm-<SLURM_JOB_ID>/``: SLURM may renumber each
+allocation's devices from 0, so two allocations on one node must not share lock files.
 
 Device discovery, in order: ``CTSURV_FAKE_GPUS`` (an integer, for tests and dry runs on
 machines without GPUs), ``CUDA_VISIBLE_DEVICES``, ``nvidia-smi -L``.
@@ -89,13 +92,9 @@ def gpu_slots(
         raise CtsurvError(f"this step needs {n} GPU(s) but none is visible (CUDA_VISIBLE_DEVICES, nvidia-smi)")
     if len(devices) < n:
         raise CtsurvError(f"this step needs {n} GPU(s) but only {len(devices)} are visible: {','.join(devices)}")
-    if in_slurm_allocation():
-        chosen = devices[:n]
-        with _visible(chosen):
-            log.info("SLURM allocation: using CUDA devices %s", ",".join(chosen))
-            yield chosen
-        return
     lock_dir = Path(lock_dir) if lock_dir else default_lock_dir()
+    if in_slurm_allocation():
+        lock_dir = lock_dir / f"slurm-{os.environ['SLURM_JOB_ID']}"
     lock_dir.mkdir(parents=True, exist_ok=True)
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
