@@ -6,6 +6,13 @@ vLLM pins its own torch and transformers, so it lives in its own environment
 output to a log file, waits until ``/health`` answers, and stops the whole process group at
 the end.  Run it inside :func:`ctsurv.gpu.gpu_slots` so that it sees only the job's GPU.
 
+An orphaned server keeps its GPU, so the server must never outlive the job: it runs in its
+own session (process group) and :meth:`VllmServer.stop` always signals that whole group, even
+when the API process has already exited (its engine workers may still be alive), and waits
+until no live process is left in it.  While the server runs, a SIGTERM to the job (Snakemake
+cancelling it, ``kill``, SLURM's ``scancel``) stops the server and then exits with status
+143, as SIGTERM would have; the default handler would skip every ``finally`` and ``with``.
+
 Request logging stays off (vLLM's default since 0.10; older versions log request
 prompts unless given ``--disable-log-requests`` via ``extra_args``): prompts hold report text.
 """
@@ -17,6 +24,7 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -141,6 +149,7 @@ class VllmServer:
         self.stop_timeout_s = stop_timeout_s
         self.url = f"http://{HOST}:{self.port}"
         self.process: subprocess.Popen | None = None
+        self._previous_handler = None
 
     def start(self) -> "VllmServer":
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
@@ -156,6 +165,7 @@ class VllmServer:
                     f"cannot run '{self.command[0]}': set extraction.vllm.executable to the vllm program or to "
                     "the environment made from envs/vllm.yaml"
                 ) from None
+        self._install_signal_handler()
         started = time.monotonic()
         try:
             wait_healthy(self.url, self.process, self.startup_timeout_s)
@@ -166,20 +176,82 @@ class VllmServer:
         return self
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
+        """SIGTERM the server's process group, SIGKILL what is left after ``stop_timeout_s``."""
+        self._restore_signal_handler()
+        if self.process is None:
             return
+        group = self.process.pid  # leader of its own session: its pid is the group id
+        if not _signal_group(group, signal.SIGTERM):
+            self.process.poll()  # reap the leader if it exited on its own
+            return
+        deadline = time.monotonic() + self.stop_timeout_s
+        while time.monotonic() < deadline:
+            self.process.poll()  # the leader is our child: reap it, or it stays a zombie member
+            if not _group_alive(group):
+                break
+            time.sleep(0.1)
+        else:
+            log.warning("vLLM did not stop within %.0f s of SIGTERM; killing it", self.stop_timeout_s)
+            _signal_group(group, signal.SIGKILL)
         try:
-            os.killpg(self.process.pid, signal.SIGTERM)
             self.process.wait(self.stop_timeout_s)
         except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
-        except ProcessLookupError:
-            pass
+            log.warning("the vLLM process %d did not exit after SIGKILL", group)
         log.info("vLLM stopped")
+
+    def _install_signal_handler(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return  # handlers can only be set from the main thread; the caller owns signals then
+        previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+        self._previous_handler = signal.SIG_DFL if previous is None else previous  # None: set outside Python
+
+    def _restore_signal_handler(self) -> None:
+        previous = self._previous_handler
+        if previous is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, previous)
+        self._previous_handler = None
+
+    def _on_sigterm(self, signum, frame) -> None:
+        log.warning("received SIGTERM: stopping the vLLM server")
+        self.stop()
+        raise SystemExit(128 + signum)
 
     def __enter__(self) -> "VllmServer":
         return self.start()
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def _signal_group(group: int, sig: int) -> bool:
+    """Send ``sig`` to a process group; False when the group no longer exists."""
+    try:
+        os.killpg(group, sig)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # a member changed user (not vLLM's case): nothing we may stop
+        return False
+    return True
+
+
+def _group_alive(group: int) -> bool:
+    """Whether any process of the group still runs.
+
+    Zombies count as gone: the engine's workers are re-parented to init once the API process
+    exits, and a container's init may never reap them, while ``killpg(group, 0)`` still
+    finds them.  Without /proc (not Linux) ``killpg(group, 0)`` is the answer.
+    """
+    proc = Path("/proc")
+    if not (proc / "self" / "stat").exists():
+        return _signal_group(group, 0)
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # exited meanwhile
+        # fields after the command: state, ppid, pgrp, ...
+        if int(fields[2]) == group and fields[0] not in ("Z", "X"):
+            return True
+    return False
