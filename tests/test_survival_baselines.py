@@ -10,13 +10,9 @@ import pytest
 
 from ctsurv.errors import ConfigError, DataError
 from ctsurv.features import write_features
-from ctsurv.survival.baselines import (
-    dataset_results,
-    evaluate_baseline,
-    oracle_line,
-    report_markdown,
-    train_baseline,
-)
+from ctsurv.report.tables import dataset_results, oracle_line, report_markdown
+from ctsurv.survival.baselines import train_baseline
+from ctsurv.survival.evaluation import evaluate_predictions as evaluate_baseline
 from ctsurv.survival.fit import TrainConfig
 from ctsurv.survival.models import ModelSettings
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import pandas as pd
 
 from ctsurv.scripting import run_step
-from ctsurv.survival.baselines import oracle_line, report_markdown
+from ctsurv.report.tables import oracle_line, report_markdown
 
 
 def main(smk):

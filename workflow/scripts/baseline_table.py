@@ -4,7 +4,7 @@ import logging
 from pathlib import Path
 
 from ctsurv.scripting import run_step
-from ctsurv.survival.baselines import dataset_results, oracle_line
+from ctsurv.report.tables import dataset_results, oracle_line
 
 
 def main(smk):

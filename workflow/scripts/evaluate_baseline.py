@@ -5,12 +5,12 @@ import json
 import pandas as pd
 
 from ctsurv.scripting import run_step
-from ctsurv.survival.baselines import evaluate_baseline
+from ctsurv.survival.evaluation import evaluate_predictions
 
 
 def main(smk):
     survival = smk.params.survival
-    metrics = evaluate_baseline(
+    metrics = evaluate_predictions(
         pd.read_parquet(smk.input.predictions),
         pd.read_parquet(smk.input.survival),
         smk.output.km,
