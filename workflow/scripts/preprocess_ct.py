@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ctsurv.imaging.cache import preprocess_cohort
+from ctsurv.imaging.cohort_cache import preprocess_cohort
 from ctsurv.imaging.qc import qc_montage, sample_studies, write_qc_table
 from ctsurv.scripting import run_step
 
@@ -19,6 +19,7 @@ def main(smk):
         spacing=opts["spacing"],
         size=opts["size"],
         workers=smk.threads,
+        threads=smk.threads,
         on_bad_image=opts["on_bad_image"],
         precision=opts["cache_precision"],
     )

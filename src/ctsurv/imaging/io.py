@@ -5,8 +5,10 @@
 MONAI), and a few facts for the QC table.  Every problem that makes a volume unusable is a
 :class:`~ctsurv.errors.DataError` naming the study and what is wrong: an unreadable or
 truncated file, a 2D image, a multi-component (RGB) image, a label map, values that are
-not CT Hounsfield units, a DICOM folder holding several series, a series with a missing
-slice or uneven slice spacing.
+not CT Hounsfield units, NaN or infinite voxels, a DICOM folder holding several series, a
+series with a missing slice or uneven slice spacing, and impossible geometry: a voxel size
+outside :data:`SPACING_RANGE_MM`, a NIfTI ``pixdim`` of 0 or a NRRD without spacing (ITK
+silently takes 1 mm for both), unless the cohort's ``spacing_x/y/z`` override it.
 
 Rescale slope and intercept: NIfTI's ``scl_slope``/``scl_inter`` and DICOM's Rescale
 Slope/Intercept are applied by SimpleITK on reading.  A cohort override (CT-RATE's metadata
@@ -36,6 +38,9 @@ _LABEL_MAX_VALUES = 32
 # Slice gaps larger than this many times the median spacing count as missing slices.
 _GAP_FACTOR = 1.5
 _SPACING_RTOL = 0.01
+# A CT voxel is 0.1 to 10 mm along each axis; outside this range the header is wrong (e.g.
+# metres or micrometres), and preprocessing would give a blank or one-voxel volume.
+SPACING_RANGE_MM = (0.05, 50.0)
 
 
 @dataclass
@@ -209,20 +214,31 @@ def _first_line(err: Exception) -> str:
     return " ".join(said or lines[-1:]) or type(err).__name__
 
 
-def _check_nifti_complete(path: Path, where: str) -> None:
+def _check_nifti_complete(path: Path, where: str) -> tuple[float, ...] | None:
     """ITK reads a truncated NIfTI without complaint (the missing voxels become garbage):
-    compare the data size the header promises with the file (or gzip trailer) size."""
+    compare the data size the header promises with the file (or gzip trailer) size.
+
+    Returns:
+        The header's voxel sizes ``pixdim[1:4]`` as stored (None for other formats): ITK
+        and nibabel both replace a 0 by 1 mm without a word.
+    """
+    import zlib
+
     import nibabel as nib
+    from nibabel.filebasedimages import ImageFileError
+    from nibabel.spatialimages import HeaderDataError
 
     name = path.name.lower()
     if not name.endswith((".nii", ".nii.gz")):
-        return
+        return None
     try:
-        # The header as stored (nib.load's copy resets the data offset).
+        # The header as stored (nib.load's copy resets the data offset); check=False keeps
+        # a pixdim of 0 instead of "fixing" it to 1.
         with nib.openers.ImageOpener(str(path)) as fh:
-            header = nib.load(str(path)).header_class.from_fileobj(fh)
+            header = nib.load(str(path)).header_class.from_fileobj(fh, check=False)
         expected = int(header.get_data_offset()) + int(np.prod(header.get_data_shape())) * int(header["bitpix"]) // 8
-    except Exception as err:  # noqa: BLE001 - any header failure means an unreadable file
+        pixdim = tuple(float(v) for v in header["pixdim"][1:4])
+    except (ImageFileError, HeaderDataError, OSError, EOFError, ValueError, KeyError, zlib.error) as err:
         raise BadImageError("unreadable", f"{where}: cannot read the NIfTI header (corrupt or truncated): {err}") from None
     if name.endswith(".gz"):
         with open(path, "rb") as fh:
@@ -238,18 +254,38 @@ def _check_nifti_complete(path: Path, where: str) -> None:
             f"{where}: truncated or corrupt NIfTI: the header promises {expected} bytes, the file holds "
             f"{actual}{' (gzip size field)' if name.endswith('.gz') else ''}; re-copy or re-export the file",
         )
+    return pixdim
+
+
+def _nrrd_has_spacing(path: Path) -> bool:
+    """Whether a NRRD header gives the voxel size (``space directions`` or ``spacings``)."""
+    with open(path, "rb") as fh:
+        head = fh.read(65536)
+    header = head.split(b"\n\n", 1)[0].replace(b"\r", b"")
+    fields = {line.split(b":", 1)[0].strip().lower() for line in header.split(b"\n")[1:] if b":" in line}
+    return b"space directions" in fields or b"spacings" in fields
 
 
 def _read_file(path: Path, study_id: str):
     import SimpleITK as sitk
 
     where = _where(study_id, path)
-    _check_nifti_complete(path, where)
+    pixdim = _check_nifti_complete(path, where)
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as err:
         raise BadImageError("unreadable", f"{where}: cannot read the image (corrupt, truncated or not an image file): {_first_line(err)}") from None
     info = {"format": "".join(path.suffixes[-2:]).lower() or path.suffix.lower()}
+    if pixdim is not None and not all(math.isfinite(p) and p != 0 for p in pixdim):
+        info["no_spacing"] = f"the NIfTI header's voxel size (pixdim) is {'x'.join(f'{p:g}' for p in pixdim)} mm"
+    elif path.name.lower().endswith(".nrrd") and not _nrrd_has_spacing(path):
+        info["no_spacing"] = "the NRRD header has no spacing (no 'space directions' or 'spacings' field)"
+    if pixdim is not None and image.GetPixelID() in (sitk.sitkFloat32, sitk.sitkFloat64):
+        # ITK's NIfTI reader turns NaN voxels into 0 without a word: count them in the file.
+        import nibabel as nib
+
+        raw = np.asanyarray(nib.load(str(path)).dataobj)
+        info["non_finite_voxels"] = int(raw.size - np.count_nonzero(np.isfinite(raw)))
     return image, info
 
 
@@ -289,7 +325,8 @@ def read_ct(
 
     Raises:
         DataError: the file is missing, unreadable, not 3D, multi-component, a label map,
-            not CT-like, or (DICOM) several series / missing slices / uneven spacing.
+            not CT-like, has NaN voxels or an impossible voxel size, or (DICOM) several
+            series / missing slices / uneven spacing.
     """
     import SimpleITK as sitk
 
@@ -314,6 +351,13 @@ def read_ct(
         if len(spacing) != 3 or not all(s is not None and math.isfinite(s) and s > 0 for s in spacing):
             raise BadImageError("bad override", f"{where}: spacing override {spacing} must be three positive numbers (mm)")
         image.SetSpacing([float(s) for s in spacing])
+    elif "no_spacing" in info:
+        raise BadImageError(
+            "no spacing",
+            f"{where}: {info['no_spacing']}; the voxel size is unknown (it would be taken as 1 mm). "
+            "Give it in the cohort table's spacing_x, spacing_y, spacing_z columns or fix the header",
+        )
+    _check_spacing(image.GetSpacing(), where, override=spacing is not None)
     if rescale is not None:
         slope, intercept = (float(v) for v in rescale)
         if not (math.isfinite(slope) and math.isfinite(intercept)) or slope == 0:
@@ -329,6 +373,20 @@ def read_ct(
     if check_ct:
         check_ct_like(volume)
     return volume
+
+
+def _check_spacing(spacing, where: str, override: bool) -> None:
+    lo, hi = SPACING_RANGE_MM
+    if all(lo <= s <= hi for s in spacing):
+        return
+    shown = " x ".join(f"{s:g}" for s in spacing)
+    source = "the cohort's spacing override" if override else "the header's voxel spacing"
+    raise BadImageError(
+        "implausible spacing",
+        f"{where}: {source} {shown} mm is not a CT's ({lo:g} to {hi:g} mm per axis); preprocessing would "
+        "give a blank volume. Give the real voxel size in the cohort table's spacing_x, spacing_y, spacing_z "
+        "columns or fix the header",
+    )
 
 
 def hu_summary(volume: CtVolume, stride: int = 4) -> dict[str, float]:
@@ -360,8 +418,17 @@ def check_ct_like(volume: CtVolume, summary: dict[str, float] | None = None) -> 
     Raises:
         DataError: naming the study and the values found.
     """
-    s = summary or hu_summary(volume)
     where = _where(volume.study_id, volume.source)
+    bad = int(volume.info.get("non_finite_voxels", 0))
+    if np.issubdtype(volume.array.dtype, np.floating):
+        bad = max(bad, int(volume.array.size - np.count_nonzero(np.isfinite(volume.array))))
+    if bad:
+        raise BadImageError(
+            "non-finite values",
+            f"{where}: {bad} voxel(s) are NaN or infinite; a CT holds finite Hounsfield units. "
+            "Re-export the image (or fill the missing voxels) before use",
+        )
+    s = summary or hu_summary(volume)
     integral = np.issubdtype(volume.array.dtype, np.integer) or volume.array.dtype == np.bool_
     if integral and s["n_values_sample"] <= _LABEL_MAX_VALUES and s["hu_max"] - s["hu_min"] <= 1000:
         raise BadImageError(

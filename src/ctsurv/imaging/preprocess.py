@@ -31,12 +31,13 @@ scale run on the small output.  The passes run in float32 numpy on a few threads
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 from .io import CtVolume
 
 # MONAI keeps an axis' spacing when it is this close to the target (monai.data.utils.AFFINE_TOL).
@@ -76,6 +77,27 @@ class AxisPlan:
     hi: np.ndarray
     w: np.ndarray
     start: int
+
+
+def check_target_grid(spacing, size) -> tuple[list[float], list[int]]:
+    """Validate the target spacing (three finite positive mm) and size (three positive ints).
+
+    Raises:
+        ConfigError: naming the bad value (e.g. ``--spacing nan 4 6``).
+    """
+    try:
+        spacing = [float(s) for s in spacing]
+    except (TypeError, ValueError):
+        raise ConfigError(f"target spacing {spacing!r} must be three numbers (mm)") from None
+    if len(spacing) != 3 or not all(math.isfinite(s) and s > 0 for s in spacing):
+        raise ConfigError(f"target spacing {spacing} must be three finite positive numbers (mm), e.g. 1.5 1.5 3")
+    try:
+        ints = [int(s) for s in size]
+    except (TypeError, ValueError):
+        raise ConfigError(f"target size {size!r} must be three whole numbers of voxels") from None
+    if len(ints) != 3 or not all(n >= 1 and n == s for n, s in zip(ints, size)):
+        raise ConfigError(f"target size {list(size)} must be three whole numbers of voxels >= 1, e.g. 224 224 160")
+    return spacing, ints
 
 
 def orientation_to_ras(affine: np.ndarray, shape_xyz: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
@@ -238,14 +260,16 @@ def preprocess_volume(volume: CtVolume, spacing: Sequence[float], size: Sequence
         volume: as read by :func:`ctsurv.imaging.io.read_ct`.
         spacing: target voxel size (x, y, z) in mm, e.g. (1.5, 1.5, 3.0).
         size: output size (X, Y, Z), e.g. (224, 224, 160).
-        threads: threads for the interpolation (default: the CPUs this process may use).
+        threads: threads for the interpolation (default 1).  The caller passes its share
+            of the CPUs (the rule's ``threads``); the CPU affinity would be the whole
+            machine, shared with other jobs.
 
     Returns:
         :class:`Preprocessed`: float32 (X, Y, Z) in [0, 1], axes x -> R, y -> A, z -> S.
     """
-    import os
-    from concurrent.futures import ThreadPoolExecutor
+    import concurrent.futures
 
+    spacing, size = check_target_grid(spacing, size)
     data = volume.array
     if data.dtype.byteorder not in ("=", "|"):
         data = data.astype(data.dtype.newbyteorder("="))
@@ -255,8 +279,8 @@ def preprocess_volume(volume: CtVolume, spacing: Sequence[float], size: Sequence
     # planes and the gather along the contiguous axis runs on the smallest array.
     plans, affine = plan_axes(data.shape[::-1], volume.affine, spacing, size)
     by_dim = {2 - p.src_axis: p for p in plans}
-    threads = threads or len(os.sched_getaffinity(0))
-    pool = ThreadPoolExecutor(threads) if threads > 1 else None
+    threads = max(1, int(threads or 1))
+    pool = concurrent.futures.ThreadPoolExecutor(threads) if threads > 1 else None
     try:
         t = data
         for dim in (0, 1, 2):

@@ -1,8 +1,10 @@
 """Quality control of preprocessed CT: the per-dataset QC table and a montage PNG.
 
-The QC table comes from :func:`ctsurv.imaging.cache.preprocess_cohort` (one row per study:
-original shape, spacing, orientation code, HU range, status and flags such as
-``not CT-like`` or ``missing slices``).  :func:`write_qc_table` stores it and
+The QC table comes from :func:`ctsurv.imaging.cohort_cache.preprocess_cohort` (one row per
+study: original shape, spacing, orientation code, HU range, status and flags such as
+``not CT-like``, ``missing slices``, ``implausible spacing``, ``no spacing``, ``non-finite
+values`` or ``constant output``).  A study is ``ok`` only when its preprocessed volume
+varies: an all-constant volume (blank crop, wrong geometry) is ``bad``.  :func:`write_qc_table` stores it and
 :func:`qc_montage` draws axial, coronal and sagittal mid-slices of a sample of the
 preprocessed volumes, i.e. what the encoder sees, so that a person can spot a wrong
 orientation or an empty crop at a glance.
