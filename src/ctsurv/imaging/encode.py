@@ -11,6 +11,18 @@ It is resumable: finished batches are saved as shards in a partial folder beside
 the partial folder removed at the end.  It is idempotent: a store written by the same encoder
 (fingerprint in ``encoder.json``) for the same studies is left as it is.
 
+What "the same" means: the encoder fingerprint covers the architecture, every weight, the
+token setting and the *resolved* precision (fp32 or bf16: ``auto`` differs between
+machines), so shards of another precision are discarded.  The input side is covered per
+study: each shard row carries the study's volume stamp
+(:func:`ctsurv.imaging.cache.entry_stamp`: the cache entry's metadata, i.e. its source,
+preprocessing settings, cache precision and chain version, and the ``.npy`` file's size and
+mtime), and only rows whose stamp matches the volume now in the cache are reused.  So a
+killed encode followed by new imaging settings re-encodes the changed volumes instead of
+resuming with features of the old ones; the finished store records the stamps' hash.
+With a caller's ``loader`` and no ``stamp`` function the volumes have no stamp and rows are
+reused by study id.
+
 Speed: bf16 autocast on a GPU (and on a CPU with native bf16, where it halves the time; on a
 CPU without it bf16 is emulated and 24x slower, so ``auto`` keeps fp32 there), the model in
 channels-last memory format when that is faster, and a DataLoader whose workers read the
@@ -20,6 +32,7 @@ next volumes (pinned memory, non-blocking copies) while the GPU encodes the curr
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -140,9 +153,15 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def encoder_fingerprint(model: I3ResNet, tokens: int) -> str:
-    """A hash of the architecture, every weight and the token setting."""
-    digest = hashlib.sha256(json.dumps({**model.describe(), "tokens": tokens}, sort_keys=True).encode())
+def precision_name(dtype: torch.dtype | None) -> str:
+    """``fp32`` or ``bf16``: the precision the features are computed in."""
+    return "fp32" if dtype is None else {torch.bfloat16: "bf16"}.get(dtype, str(dtype))
+
+
+def encoder_fingerprint(model: I3ResNet, tokens: int, precision: str = "fp32") -> str:
+    """A hash of the architecture, every weight, the token setting and the resolved precision."""
+    digest = hashlib.sha256(json.dumps({**model.describe(), "tokens": tokens, "precision": precision},
+                                       sort_keys=True).encode())
     for name, tensor in model.state_dict().items():
         digest.update(name.encode())
         digest.update(tensor.detach().float().contiguous().cpu().numpy().tobytes())
@@ -153,19 +172,33 @@ def _partial_dir(out_dir: Path) -> Path:
     return out_dir.parent / f".{out_dir.name}.partial"
 
 
-def _is_up_to_date(out_dir: Path, study_ids: list[str], fingerprint: str) -> bool:
+def volumes_fingerprint(study_ids: list[str], stamps: dict[str, str]) -> str:
+    """One hash of the studies' volume stamps, in store order."""
+    return hashlib.sha256(json.dumps([[s, stamps[s]] for s in study_ids]).encode()).hexdigest()
+
+
+def _is_up_to_date(out_dir: Path, study_ids: list[str], fingerprint: str, volumes: str) -> bool:
     meta = out_dir / FINGERPRINT_FILE
     if not meta.exists() or not (out_dir / "index.parquet").exists():
         return False
     try:
-        same = json.loads(meta.read_text(encoding="utf-8")).get("fingerprint") == fingerprint
+        stored = json.loads(meta.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
+    same = stored.get("fingerprint") == fingerprint and stored.get("volumes") == volumes
     return same and FeatureStore(out_dir).study_ids == study_ids
 
 
-def _open_partial(partial: Path, fingerprint: str) -> set[str]:
-    """Ids of the studies finished in the partial folder; reset the folder if another encoder made it."""
+def _shard_rows(data) -> tuple[list[str], list[str]]:
+    """(study ids, volume stamps) of a shard; shards from before stamps existed have none."""
+    ids = data["study_ids"].tolist()
+    stamps = data["stamps"].tolist() if "stamps" in data.files else [None] * len(ids)
+    return ids, stamps
+
+
+def _open_partial(partial: Path, fingerprint: str, stamps: dict[str, str]) -> set[str]:
+    """Studies finished in the partial folder from their current volume; reset the folder if
+    another encoder (or precision) made it."""
     meta = partial / FINGERPRINT_FILE
     if partial.exists():
         try:
@@ -181,11 +214,12 @@ def _open_partial(partial: Path, fingerprint: str) -> set[str]:
     done: set[str] = set()
     for shard in sorted(partial.glob("shard-*.npz")):
         with np.load(shard, allow_pickle=False) as data:  # npz members load lazily
-            done.update(data["study_ids"].tolist())
+            ids, shard_stamps = _shard_rows(data)
+            done.update(s for s, st in zip(ids, shard_stamps) if s in stamps and st == stamps[s])
     return done
 
 
-def _assemble(partial: Path, study_ids: list[str]) -> dict[str, np.ndarray]:
+def _assemble(partial: Path, study_ids: list[str], stamps: dict[str, str]) -> dict[str, np.ndarray]:
     """Gather the shards into memory-mapped (N, ...) float16 arrays in ``study_ids`` order.
 
     The arrays live in the partial folder, so memory use stays at one shard however large
@@ -195,8 +229,9 @@ def _assemble(partial: Path, study_ids: list[str]) -> dict[str, np.ndarray]:
     arrays: dict[str, np.ndarray] = {}
     for shard in sorted(partial.glob("shard-*.npz")):
         with np.load(shard, allow_pickle=False) as data:
-            ids = data["study_ids"].tolist()
-            keep = [i for i, s in enumerate(ids) if s in row]
+            ids, shard_stamps = _shard_rows(data)
+            # rows of an older volume of the study are skipped: a later shard holds its new features
+            keep = [i for i, s in enumerate(ids) if s in row and shard_stamps[i] == stamps[s]]
             if not keep:
                 continue
             rows = [row[ids[i]] for i in keep]
@@ -222,6 +257,7 @@ def encode_cohort(
     channels_last: bool | str = "auto",
     num_workers: int | None = None,
     loader: Callable[[str], np.ndarray] | None = None,
+    stamp: Callable[[str], str] | None = None,
 ) -> Path:
     """Encode the studies' preprocessed volumes into the feature store ``out_dir``.
 
@@ -239,6 +275,9 @@ def encode_cohort(
         num_workers: DataLoader processes reading volumes (default 2 on a GPU, 0 on a CPU,
             where the encoder already uses every core).
         loader: ``loader(study_id) -> (x, y, z) float32`` instead of the cache.
+        stamp: ``stamp(study_id) -> str`` that changes whenever the study's volume does
+            (default with the cache: :func:`ctsurv.imaging.cache.entry_stamp`; with a
+            ``loader`` and no ``stamp``: none, rows are reused by id).
 
     Returns:
         ``out_dir``, a store with ``pooled`` (N, C) and ``tokens`` (N, T, C), float16.
@@ -253,33 +292,52 @@ def encode_cohort(
     if loader is None:
         if cache_dir is None:
             raise ValueError("encode_cohort needs cache_dir or loader")
-        from .cache import load_preprocessed
+        from . import cache
 
-        loader = _CacheLoader(Path(cache_dir), load_preprocessed)
+        loader = _CacheLoader(Path(cache_dir), cache.load_preprocessed)
+        if stamp is None:
+            stamp = functools.partial(_cache_stamp, Path(cache_dir))
+    stamps = {s: (stamp(s) if stamp is not None else "") for s in study_ids}
 
-    fingerprint = encoder_fingerprint(model, tokens)
-    if _is_up_to_date(out_dir, study_ids, fingerprint):
-        log.info("%s is up to date (%d studies, same encoder)", out_dir, len(study_ids))
+    device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = resolve_precision(precision, device)
+    fingerprint = encoder_fingerprint(model, tokens, precision_name(dtype))
+    volumes = volumes_fingerprint(study_ids, stamps)
+    if _is_up_to_date(out_dir, study_ids, fingerprint, volumes):
+        log.info("%s is up to date (%d studies, same encoder, precision and volumes)", out_dir, len(study_ids))
         return out_dir
 
     partial = _partial_dir(out_dir)
-    done = _open_partial(partial, fingerprint)
+    done = _open_partial(partial, fingerprint, stamps)
     todo = [s for s in study_ids if s not in done]
     log.info("encoding %d studies (%d already in %s)", len(todo), len(study_ids) - len(todo), partial)
     if todo:
-        _encode_into_shards(todo, loader, partial, model, mode, batch_size, device, precision, channels_last, num_workers)
+        _encode_into_shards(todo, loader, partial, model, mode, batch_size, device, dtype, channels_last,
+                            num_workers, stamps)
 
-    arrays = _assemble(partial, study_ids)
+    arrays = _assemble(partial, study_ids, stamps)
     write_features(out_dir, study_ids, arrays)
     shapes = {name: tuple(a.shape) for name, a in arrays.items()}
     del arrays  # close the memory maps before their folder goes
     # The fingerprint is written last: a store without it is never taken as up to date.
-    meta = {"fingerprint": fingerprint, **model.describe(), "tokens": tokens, "token_mode": mode,
-            "n_tokens": shapes["tokens"][1]}
+    meta = {"fingerprint": fingerprint, "volumes": volumes, **model.describe(), "tokens": tokens, "token_mode": mode,
+            "n_tokens": shapes["tokens"][1], "precision": precision_name(dtype)}
     atomic_write(out_dir / FINGERPRINT_FILE, lambda fh: fh.write(json.dumps(meta, indent=1).encode()))
     shutil.rmtree(partial, ignore_errors=True)
     log.info("wrote %s: pooled %s, tokens %s", out_dir, shapes["pooled"], shapes["tokens"])
     return out_dir
+
+
+def _cache_stamp(cache_dir: Path, study_id: str) -> str:
+    from .cache import entry_stamp
+
+    value = entry_stamp(cache_dir, study_id)
+    if value is None:
+        raise DataError(
+            f"{cache_dir}: study '{study_id}' is not in the preprocessed cache; "
+            "run rule preprocess_ct (or it was left out as a bad image: see qc.parquet)"
+        )
+    return value
 
 
 class _CacheLoader:
@@ -293,11 +351,9 @@ class _CacheLoader:
         return self.load(self.cache_dir, study_id)
 
 
-def _encode_into_shards(todo, loader, partial, model, mode, batch_size, device, precision, channels_last,
-                        num_workers) -> None:
-    device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+def _encode_into_shards(todo, loader, partial, model, mode, batch_size, device, dtype, channels_last,
+                        num_workers, stamps) -> None:
     on_gpu = device.type == "cuda"
-    dtype = resolve_precision(precision, device)
     if num_workers is None:
         num_workers = 2 if on_gpu else 0
     model = model.to(device).eval()
@@ -324,6 +380,7 @@ def _encode_into_shards(todo, loader, partial, model, mode, batch_size, device, 
                 pooled, toks = model.encode(batch, mode)
             # One shard per batch: a killed job loses at most one batch.
             arrays = {"study_ids": np.array(ids, dtype=str),
+                      "stamps": np.array([stamps[s] for s in ids], dtype=str),
                       "pooled": pooled.cpu().numpy().astype(np.float16),
                       "tokens": toks.cpu().numpy().astype(np.float16)}
             atomic_write(partial / f"shard-{shard_no:06d}.npz", lambda fh: np.savez(fh, **arrays))
