@@ -1,0 +1,156 @@
+"""A saved model is a folder in formats people already use.
+
+::
+
+    vlm.json                  VLMConfig: decoder folder + hash, projector, T, C, fingerprint, ...
+    projector.safetensors     W
+    adapter/                  LoRA adapter as peft writes it (adapter_config.json,
+                              adapter_model.safetensors; PeftModel.from_pretrained reads it)
+    decoder/                  or: the full fine-tuned decoder (save_pretrained)
+    tokenizer files           the decoder's tokenizer with <image> and a pad token
+
+A LoRA folder needs its base decoder, found at the recorded path (or the ``decoder``
+argument of :func:`load`), and refuses a folder whose hash differs: an adapter on another
+base model loads without error in peft and produces nonsense.  Both kinds refuse a feature
+store with another encoder's fingerprint: the projector learned that encoder's features.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+from ..errors import DataError
+from .config import CONFIG_FILE, VLMConfig, decoder_hash
+from .model import (CTVisionLanguageModel, enable_gradient_checkpointing, load_decoder,
+                    prepare_tokenizer_and_embeddings)
+from .projector import build_projector
+
+log = logging.getLogger(__name__)
+
+PROJECTOR_FILE = "projector.safetensors"
+ADAPTER_DIR = "adapter"
+DECODER_DIR = "decoder"
+
+
+def save(model: CTVisionLanguageModel, folder: str | Path) -> Path:
+    """Write ``model`` to ``folder`` (replaced atomically: readers never see half a model)."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    os.chmod(tmp, 0o755)
+    try:
+        state = {k: v.detach().to("cpu").contiguous() for k, v in model.projector.state_dict().items()}
+        save_file(state, str(tmp / PROJECTOR_FILE))
+        if model.uses_lora:
+            model.decoder.save_pretrained(tmp / ADAPTER_DIR, save_embedding_layers=False)
+        else:
+            model.decoder.save_pretrained(tmp / DECODER_DIR)
+            model.tokenizer.save_pretrained(tmp / DECODER_DIR)
+        model.tokenizer.save_pretrained(tmp)
+        model.config.to_json(tmp / CONFIG_FILE)
+        if folder.exists():
+            old = folder.parent / f".{folder.name}.old"
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(folder, old)
+            os.replace(tmp, folder)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log.info("saved vision-language model to %s", folder)
+    return folder
+
+
+def check_fingerprint(config: VLMConfig, folder: Path, feature_fingerprint: str | None, store: str = "") -> None:
+    """Refuse features from another image encoder than the one the model was trained on."""
+    if feature_fingerprint is None or config.feature_fingerprint is None:
+        return
+    if feature_fingerprint != config.feature_fingerprint:
+        raise DataError(
+            f"model {folder} was trained on features with encoder fingerprint {config.feature_fingerprint[:16]}, "
+            f"but the feature store{' ' + store if store else ''} has {feature_fingerprint[:16]}: it was made by "
+            "another image encoder (or other token settings); re-encode with the model's encoder or retrain"
+        )
+
+
+def load(
+    folder: str | Path,
+    feature_fingerprint: str | None = None,
+    device: str | torch.device = "cpu",
+    decoder: str | Path | None = None,
+    dtype: torch.dtype = torch.float32,
+    trainable: bool = False,
+    gradient_checkpointing: bool = False,
+) -> CTVisionLanguageModel:
+    """Restore a model written by :func:`save`.
+
+    Args:
+        folder: the model folder.
+        feature_fingerprint: fingerprint of the features it will read; refused if it differs.
+        device: where to put the model.
+        decoder: the base decoder folder, if it moved (default: the path in ``vlm.json``);
+            refused if its hash differs from the recorded one.
+        dtype: weights' dtype.
+        trainable: keep the LoRA adapter trainable (to continue training, e.g. stage 2).
+        gradient_checkpointing: as in :func:`ctsurv.vlm.build`.
+
+    Raises:
+        DataError: not a model folder, another decoder, another feature store, missing base.
+    """
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    config = VLMConfig.from_json(folder / CONFIG_FILE)
+    check_fingerprint(config, folder, feature_fingerprint)
+    base = Path(decoder) if decoder is not None else Path(config.decoder)
+    if config.lora is not None or decoder is not None:
+        _check_decoder(config, folder, base)
+
+    if config.lora is not None:
+        from peft import PeftModel
+        from transformers import AutoTokenizer
+
+        _, hf_decoder = load_decoder(base, dtype)
+        tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+        prepare_tokenizer_and_embeddings(tokenizer, hf_decoder, config.image_token)
+        hf_decoder = PeftModel.from_pretrained(hf_decoder, folder / ADAPTER_DIR, is_trainable=trainable)
+    else:
+        if not (folder / DECODER_DIR).is_dir():
+            raise DataError(f"model {folder}: no {DECODER_DIR}/ folder (full fine-tuning) and no LoRA settings in "
+                            f"{CONFIG_FILE}; the folder is incomplete, save it again")
+        tokenizer, hf_decoder = load_decoder(folder / DECODER_DIR, dtype)
+        prepare_tokenizer_and_embeddings(tokenizer, hf_decoder, config.image_token)
+    if gradient_checkpointing:
+        enable_gradient_checkpointing(hf_decoder)
+
+    projector = build_projector(config.projector, config.feature_dim, config.hidden_size)
+    state = load_file(str(folder / PROJECTOR_FILE))
+    try:
+        projector.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        raise DataError(f"model {folder}: {PROJECTOR_FILE} does not match projector '{config.projector}' "
+                        f"{config.feature_dim} -> {config.hidden_size} ({str(err).splitlines()[0]})") from None
+    model = CTVisionLanguageModel(hf_decoder, projector.to(dtype), tokenizer, config)
+    return model.to(device)
+
+
+def _check_decoder(config: VLMConfig, folder: Path, base: Path) -> None:
+    if not base.is_dir():
+        raise DataError(f"model {folder} needs its base decoder {base}, which is not there; pass decoder=... "
+                        "(ctsurv.vlm.load) with the folder's new location")
+    found = decoder_hash(base)
+    if found != config.decoder_hash:
+        raise DataError(
+            f"model {folder} was made for the decoder {config.decoder} (hash {config.decoder_hash}), but the decoder "
+            f"at {base} has hash {found}: it is another model (or was changed); use the decoder the model was trained on"
+        )

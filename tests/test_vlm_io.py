@@ -1,0 +1,121 @@
+"""Saving and loading a model folder: identical logits, refusal of another decoder or encoder."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from vlm_fixtures import ANSWERS, LORA, QUESTIONS, SENTENCES, cached_decoder
+
+from ctsurv.errors import DataError
+from ctsurv.vlm import build, load, save
+from ctsurv.vlm.config import decoder_hash
+from ctsurv.vlm.prompt import tokenize_example
+
+torch.set_num_threads(1)
+HUMAN = f"{SENTENCES[1]}\n<image>\n{QUESTIONS[2]}"
+
+
+def _batch(model):
+    ex = tokenize_example(model.tokenizer, HUMAN, ANSWERS[4], model.config.prompt_format, 128, image_tokens=4)
+    ids = torch.tensor([ex["input_ids"]] * 2)
+    gen = torch.Generator().manual_seed(1)
+    return torch.randn(2, 4, 8, generator=gen), ids, torch.ones_like(ids)
+
+
+def _perturb(module, seed=3):
+    """Move every trainable weight off its initial value (LoRA's B starts at zero)."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            if p.requires_grad:
+                p.add_(0.05 * torch.randn(p.shape, generator=gen))
+
+
+@pytest.mark.parametrize("lora", [LORA, None], ids=["lora", "full"])
+def test_save_then_load_gives_identical_logits(tmp_path, lora):
+    torch.manual_seed(0)
+    model = build(cached_decoder(pad_token=False), feature_dim=8, tokens=4, lora=lora, feature_fingerprint="enc-A",
+                  projector="mlp2x_gelu")
+    model.freeze(projector=False, decoder=False)
+    features, ids, mask = _batch(model)
+    before = model(features, ids, mask).logits
+    _perturb(model)
+    trained = model(features, ids, mask).logits
+    assert (trained - before).abs().max() > 1e-3  # the adapter/weights do something
+    save(model, tmp_path / "m")
+    loaded = load(tmp_path / "m", feature_fingerprint="enc-A")
+    assert torch.equal(loaded(features, ids, mask).logits, trained)
+    assert loaded.image_token_id == model.image_token_id
+    files = {p.name for p in (tmp_path / "m").iterdir()}
+    assert {"vlm.json", "projector.safetensors", "tokenizer.json"} <= files
+    assert ("adapter" in files) == (lora is not None) and ("decoder" in files) == (lora is None)
+    if lora:
+        assert (tmp_path / "m" / "adapter" / "adapter_config.json").exists()
+        assert (tmp_path / "m" / "adapter" / "adapter_model.safetensors").exists()
+
+
+def test_vlm_json_records_the_model(tmp_path):
+    folder = cached_decoder()
+    model = build(folder, feature_dim=8, tokens=4, lora=LORA, feature_fingerprint="enc-A",
+                  encoder={"checkpoint": None, "layers": [1, 1, 1, 1], "width": 16, "seed": 0, "tokens": 49})
+    save(model, tmp_path / "m")
+    meta = json.loads((tmp_path / "m" / "vlm.json").read_text(encoding="utf-8"))
+    assert meta["decoder"] == str(folder)
+    assert meta["decoder_hash"] == decoder_hash(folder) and len(meta["decoder_hash"]) == 16
+    assert (meta["projector"], meta["tokens"], meta["feature_dim"], meta["hidden_size"]) == ("linear", 4, 8, 32)
+    assert meta["feature_fingerprint"] == "enc-A"
+    assert meta["lora"] == LORA and meta["max_length"] == 128 and meta["prompt_format"] == "plain"
+    assert meta["encoder"]["width"] == 16
+
+
+def test_decoder_hash_tells_decoders_apart():
+    assert decoder_hash(cached_decoder(seed=0)) == decoder_hash(cached_decoder(seed=0))
+    assert decoder_hash(cached_decoder(seed=0)) != decoder_hash(cached_decoder(pad_token=False))
+
+
+def test_load_refuses_another_feature_store(tmp_path):
+    model = build(cached_decoder(), feature_dim=8, tokens=4, lora=LORA, feature_fingerprint="enc-A")
+    save(model, tmp_path / "m")
+    with pytest.raises(DataError, match=r"trained on features with encoder fingerprint enc-A, but the feature store "
+                                         r"has enc-B"):
+        load(tmp_path / "m", feature_fingerprint="enc-B")
+
+
+@pytest.mark.parametrize("lora", [LORA, None], ids=["lora", "full"])
+def test_load_refuses_another_decoder(tmp_path, lora):
+    model = build(cached_decoder(), feature_dim=8, tokens=4, lora=lora)
+    save(model, tmp_path / "m")
+    other = cached_decoder(seed=1)
+    with pytest.raises(DataError, match=rf"made for the decoder {cached_decoder()} \(hash \w+\), but the decoder at "
+                                         rf"{other} has hash \w+"):
+        load(tmp_path / "m", decoder=other)
+
+
+def test_lora_model_needs_its_base_decoder(tmp_path):
+    import shutil
+
+    base = tmp_path / "base"
+    shutil.copytree(cached_decoder(), base)
+    model = build(base, feature_dim=8, tokens=4, lora=LORA)
+    save(model, tmp_path / "m")
+    moved = tmp_path / "moved"
+    base.rename(moved)
+    with pytest.raises(DataError, match="needs its base decoder .*base, which is not there"):
+        load(tmp_path / "m")
+    assert load(tmp_path / "m", decoder=moved).config.decoder_hash == model.config.decoder_hash
+
+
+def test_not_a_model_folder(tmp_path):
+    with pytest.raises(DataError, match="is not a saved vision-language model"):
+        load(tmp_path)
+
+
+def test_saving_again_replaces_the_folder(tmp_path):
+    """A LoRA model saved over a full one leaves no stale decoder/ behind (and no temporary folders)."""
+    save(build(cached_decoder(), feature_dim=8, tokens=4, lora=None), tmp_path / "m")
+    assert (tmp_path / "m" / "decoder").is_dir()
+    save(build(cached_decoder(), feature_dim=8, tokens=4, lora=LORA), tmp_path / "m")
+    assert not (tmp_path / "m" / "decoder").exists() and (tmp_path / "m" / "adapter").is_dir()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]

@@ -1,0 +1,180 @@
+"""Building the model: decoder loading, tokens, prompt formats, label masking, freezing."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from vlm_fixtures import ANSWERS, LORA, QUESTIONS, SENTENCES, cached_decoder
+
+from ctsurv.errors import DataError
+from ctsurv.vlm import build
+from ctsurv.vlm.prompt import IGNORE_INDEX, tokenize_conversation, tokenize_example
+
+torch.set_num_threads(1)
+HUMAN = f"{SENTENCES[0]}\n<image>\n{QUESTIONS[0]}"
+
+
+@pytest.fixture(scope="module")
+def plain_model():
+    torch.manual_seed(0)
+    return build(cached_decoder(pad_token=False), feature_dim=8, tokens=4)
+
+
+@pytest.fixture(scope="module")
+def chat_model():
+    torch.manual_seed(0)
+    return build(cached_decoder(chat_template=True), feature_dim=8, tokens=4, lora=LORA)
+
+
+def _answer_part(tokenizer, example):
+    kept = [t for t, lab in zip(example["input_ids"], example["labels"]) if lab != IGNORE_INDEX]
+    assert kept == [lab for lab in example["labels"] if lab != IGNORE_INDEX]
+    return kept
+
+
+@pytest.mark.parametrize("which", ["plain_model", "chat_model"])
+def test_label_masking_keeps_only_answer_and_eos(which, request):
+    model = request.getfixturevalue(which)
+    tok = model.tokenizer
+    answer = ANSWERS[0]
+    ex = tokenize_example(tok, HUMAN, answer, model.config.prompt_format, model.config.max_length, image_tokens=4)
+    kept = _answer_part(tok, ex)
+    assert kept[-1] == tok.eos_token_id
+    assert tok.decode(kept[:-1]) == answer
+    assert kept == tok(answer, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    # Labelled tokens are the last ones, contiguous: nothing of the prompt leaks in.
+    n = len(kept)
+    assert all(lab == IGNORE_INDEX for lab in ex["labels"][:-n])
+    assert ex["labels"][-n:] == ex["input_ids"][-n:]
+    assert ex["input_ids"].count(model.image_token_id) == 1
+    assert ex["input_ids"][0] == tok.bos_token_id and ex["input_ids"].count(tok.bos_token_id) == 1
+
+
+def test_prompt_formats_follow_the_tokenizer(plain_model, chat_model):
+    assert plain_model.config.prompt_format == "plain"
+    assert chat_model.config.prompt_format == "chat_template"
+    plain = tokenize_example(plain_model.tokenizer, HUMAN, None, "plain", 128)
+    text = plain_model.tokenizer.decode(plain["input_ids"])
+    assert text.startswith("<s>") and "USER:" in text and text.endswith("ASSISTANT:")
+    chat = tokenize_example(chat_model.tokenizer, HUMAN, None, "chat_template", 128)
+    assert "<|assistant|>" in chat_model.tokenizer.decode(chat["input_ids"])
+    assert all(lab == IGNORE_INDEX for lab in chat["labels"])
+
+
+def test_multi_turn_labels_every_answer(plain_model):
+    tok = plain_model.tokenizer
+    turns = [(HUMAN, ANSWERS[0]), (QUESTIONS[1], ANSWERS[3])]
+    ex = tokenize_conversation(tok, turns, "plain", 128, image_tokens=4)
+    kept = _answer_part(tok, ex)
+    eos = tok.eos_token_id
+    first = tok(ANSWERS[0], add_special_tokens=False)["input_ids"]
+    second = tok(ANSWERS[3], add_special_tokens=False)["input_ids"]
+    assert kept == first + [eos] + second + [eos]
+    assert ex["input_ids"].count(tok.bos_token_id) == 1
+
+
+@pytest.mark.parametrize("text, count", [(f"{SENTENCES[0]}\n{QUESTIONS[0]}", 0), ("<image>\n<image>\nq", 2)])
+def test_placeholder_count_is_checked(plain_model, text, count):
+    with pytest.raises(DataError, match=f"train.json, record 'p1-q1': the conversation has {count} '<image>'"):
+        tokenize_example(plain_model.tokenizer, text, "a", "plain", 128, where="train.json, record 'p1-q1'")
+
+
+def test_prompt_longer_than_context_is_refused(plain_model):
+    with pytest.raises(DataError, match=r"x.json, record 'r': the prompt is \d+ tokens \(120 of them image tokens\), longer "
+                                         r"than the decoder's context of 128"):
+        tokenize_example(plain_model.tokenizer, HUMAN, "a", "plain", 128, image_tokens=120, where="x.json, record 'r'")
+
+
+def test_long_answer_is_truncated_to_the_context(plain_model):
+    tok = plain_model.tokenizer
+    prompt = len(tokenize_example(tok, HUMAN, None, "plain", 128)["input_ids"])
+    ex = tokenize_example(tok, HUMAN, " ".join(ANSWERS), "plain", prompt + 5, image_tokens=1)
+    assert len(ex["input_ids"]) == prompt + 5
+    assert sum(lab != IGNORE_INDEX for lab in ex["labels"]) == 5
+
+
+def test_tokenizer_without_pad_token_gets_one_and_image_token_is_added(plain_model):
+    tok = plain_model.tokenizer
+    assert tok.pad_token == tok.unk_token
+    base = json.loads((cached_decoder(pad_token=False) / "config.json").read_text())["vocab_size"]
+    assert len(tok) == base + 1
+    assert plain_model.decoder.get_input_embeddings().weight.shape[0] == base + 1
+    # The new row is zero, so rebuilding gives the same logits (LoRA folders rely on it).
+    assert float(plain_model.decoder.get_output_embeddings().weight[-1].detach().abs().sum()) == 0.0
+
+
+def test_image_token_already_in_the_vocabulary_is_not_added_again():
+    folder = cached_decoder(image_token=True)
+    model = build(folder, feature_dim=8, tokens=4)
+    vocab = json.loads((folder / "config.json").read_text())["vocab_size"]
+    assert len(model.tokenizer) == vocab
+    assert model.decoder.get_input_embeddings().weight.shape[0] == vocab
+
+
+def test_forward_shapes_merged_labels_and_hidden_state(plain_model):
+    tok = plain_model.tokenizer
+    ex = tokenize_example(tok, HUMAN, ANSWERS[1], "plain", 128, image_tokens=4)
+    ids = torch.tensor([ex["input_ids"]])
+    labels = torch.tensor([ex["labels"]])
+    features = torch.randn(1, 4, 8)
+    out = plain_model(features, ids, torch.ones_like(ids), labels)
+    length = ids.shape[1] + 3
+    assert out.logits.shape == (1, length, len(tok))
+    assert out.last_hidden_state.shape == (1, length, 32)
+    assert out.attention_mask.shape == (1, length)
+    assert out.n_label_tokens == sum(lab != IGNORE_INDEX for lab in ex["labels"])
+    place = ex["input_ids"].index(plain_model.image_token_id)
+    assert (out.labels[0, place:place + 4] == IGNORE_INDEX).all()
+    assert torch.isfinite(out.loss) and out.loss.item() > 0
+    # The loss is the mean cross-entropy over answer tokens (+ EOS), computed independently here.
+    logp = torch.log_softmax(out.logits[0, :-1].float(), dim=-1)
+    target = out.labels[0, 1:]
+    keep = target != IGNORE_INDEX
+    manual = -logp[keep].gather(1, target[keep, None]).mean()
+    assert torch.allclose(out.loss, manual, atol=1e-6)
+
+
+def test_features_change_the_logits(plain_model):
+    ex = tokenize_example(plain_model.tokenizer, HUMAN, None, "plain", 128)
+    ids = torch.tensor([ex["input_ids"]])
+    a = plain_model(torch.zeros(1, 4, 8), ids, torch.ones_like(ids)).logits[0, -1]
+    b = plain_model(torch.ones(1, 4, 8), ids, torch.ones_like(ids)).logits[0, -1]
+    assert (a - b).abs().max() > 1e-4
+
+
+def test_freeze_lora_trains_projector_and_adapter_only(chat_model):
+    chat_model.freeze(projector=False, decoder=False)
+    trainable = {n for n, p in chat_model.named_parameters() if p.requires_grad}
+    assert {n for n in trainable if n.startswith("projector.")} == {"projector.weight", "projector.bias"}
+    decoder_names = {n for n in trainable if n.startswith("decoder.")}
+    assert decoder_names and all("lora_" in n for n in decoder_names)
+    chat_model.freeze(projector=True, decoder=False)
+    assert not any(p.requires_grad for p in chat_model.projector.parameters())
+    chat_model.freeze(projector=True, decoder=True)
+    assert not any(p.requires_grad for p in chat_model.parameters())
+
+
+def test_full_fine_tuning_trains_every_decoder_weight(plain_model):
+    plain_model.freeze(projector=False, decoder=False)
+    assert all(p.requires_grad for p in plain_model.parameters())
+
+
+def test_mlp_projector_option():
+    model = build(cached_decoder(), feature_dim=8, tokens=4, projector="mlp2x_gelu")
+    assert model.projector(torch.zeros(2, 4, 8)).shape == (2, 4, 32)
+    assert isinstance(model.projector[1], torch.nn.GELU)
+
+
+def test_decoder_folder_errors(tmp_path):
+    with pytest.raises(DataError, match="decoder folder .*missing.* not found"):
+        build(tmp_path / "missing", feature_dim=8, tokens=4)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="has no config.json"):
+        build(tmp_path / "empty", feature_dim=8, tokens=4)
+    from transformers import ViTConfig
+
+    ViTConfig(hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=8).save_pretrained(tmp_path / "vit")
+    with pytest.raises(DataError, match="holds a 'vit' model, which is not a causal language model"):
+        build(tmp_path / "vit", feature_dim=8, tokens=4)
