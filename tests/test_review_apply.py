@@ -7,7 +7,7 @@ import pytest
 
 from ctsurv.review.apply import apply_review, usable_answers
 from ctsurv.review.audit import AUDIT_COLUMNS
-from ctsurv.errors import ConfigError
+from ctsurv.errors import ConfigError, DataError
 from ctsurv.review.clinician import clinician_workbooks, publish_export, update_clinician_workbook
 from ctsurv.review.status import review_status
 from ctsurv.review.steps import current_review, run_apply, run_export
@@ -145,3 +145,35 @@ def test_one_workbook_per_reviewer_merged_with_conflicts(tmp_path):
 def test_reviewer_placeholder_and_list_go_together(review, message):
     with pytest.raises(ConfigError, match=message):
         clinician_workbooks(review, "demo")
+
+
+def test_decision_on_a_failed_extraction_is_applied_and_kept_by_update(tmp_path):
+    """A failed answer is "" (or null): its empty cell must not read as "changed since export"."""
+    answers = make_answers()
+    answers.loc[0, ["answer", "status", "error"]] = ["", "failed", "timeout"]  # s0 tumor
+    answers.loc[3, ["answer", "status", "error"]] = [None, "failed", "timeout"]  # s1 pleura
+    path = tmp_path / "review.xlsx"
+    export_workbook(answers, make_reports(), QUESTIONS, path)
+    edit(path, {"H2": "3 cm mass", "J2": "dr a", "I5": "reject"})
+    final, audit = apply_review(answers, load_review(path, answers))
+    assert final.loc[0, ["answer", "status", "decision", "source"]].tolist() == ["3 cm mass", "ok", "correct", "clinician"]
+    assert final.loc[3, "decision"] == "reject"
+    assert audit["applied"].tolist() == [True, True] and audit["note"].isna().all()
+    # `ctsurv review update` keeps both decisions where they are
+    summary, backup = update_clinician_workbook(answers, make_reports(), QUESTIONS, path)
+    assert (summary.carried, summary.changed) == (2, 0) and backup.exists()
+    rows = review_values(path)
+    assert rows[("s0", "primary_tumor")]["corrected_answer"] == "3 cm mass"
+    assert rows[("s0", "primary_tumor")]["previous_review"] is None
+    assert rows[("s1", "pleura")]["decision"] == "reject"
+
+
+def test_update_refuses_an_invalid_decision_and_leaves_no_backup(tmp_path):
+    path = tmp_path / "reviews" / "review.xlsx"
+    export_workbook(make_answers(), make_reports(), QUESTIONS, path)
+    edit(path, {"I2": "maybe", "I3": "approve"})
+    before = path.read_bytes()
+    with pytest.raises(DataError, match=r"row 2, column I 'decision': invalid decision 'maybe'"):
+        update_clinician_workbook(make_answers(), make_reports(), QUESTIONS, path)
+    assert path.read_bytes() == before
+    assert not (tmp_path / "reviews" / "backup").exists()

@@ -100,7 +100,7 @@ def test_deleted_row(workbook):
     book = openpyxl.load_workbook(workbook)
     book["review"].delete_rows(7)
     book.save(workbook)
-    assert "1 row(s) were deleted after export" in problems(workbook)
+    assert "the row of study 's2', question 'pleura' (exported as row 7) is missing" in problems(workbook)
 
 
 def test_renamed_header_and_missing_sheet(workbook):
@@ -122,3 +122,45 @@ def test_all_problems_reported_at_once(workbook):
     edit(workbook, {"I2": "maybe", "I3": "perhaps", "D4": "x"})
     message = problems(workbook)
     assert message.count("\n  ") == 3 and "3 problem(s)" in message
+
+
+def rewrite_rows(path, order):
+    """Rewrite the review sheet's data rows in ``order`` (indices of the exported data rows):
+    a repeated index duplicates a row, a missing one deletes it, a permutation re-sorts them."""
+    book = openpyxl.load_workbook(path)
+    ws = book["review"]
+    rows = [[c.value for c in r] for r in ws.iter_rows(min_row=2)]
+    ws.delete_rows(2, ws.max_row)
+    for i in order:
+        ws.append(rows[i])
+    book.save(path)
+
+
+def test_re_sorted_rows_are_matched_by_study_and_question(workbook):
+    edit(workbook, {"I2": "approve", "I7": "reject"})  # s0 tumor, s2 pleura
+    rewrite_rows(workbook, [5, 4, 3, 2, 1, 0])
+    rows = load_review(workbook, make_answers()).set_index(["study_id", "question_id"])
+    assert rows.loc[("s0", "primary_tumor"), ["decision", "sheet_row"]].tolist() == ["approve", 7]
+    assert rows.loc[("s2", "pleura"), ["decision", "sheet_row"]].tolist() == ["reject", 2]
+    assert rows["decision"].notna().sum() == 2
+
+
+def test_a_deleted_row_is_named_once(workbook):
+    rewrite_rows(workbook, [0, 2, 3, 4, 5])  # s0 pleura (row 3) deleted
+    message = problems(workbook)
+    assert "1 problem(s)" in message and "read-only" not in message
+    assert "the row of study 's0', question 'pleura' (exported as row 3) is missing" in message
+
+
+def test_a_duplicated_row_is_named_once(workbook):
+    rewrite_rows(workbook, [0, 1, 1, 2, 3, 4, 5])
+    message = problems(workbook)
+    assert "1 problem(s)" in message and "read-only" not in message
+    assert "row 4, column A 'study_id': duplicate of row 3 (study 's0', question 'pleura')" in message
+
+
+def test_edited_ids_are_named_as_such(workbook):
+    edit(workbook, {"A3": "s9"})
+    message = problems(workbook)
+    assert "row 3, column A 'study_id': this column is read-only but was changed (exported 's0', now 's9')" in message
+    assert "missing" not in message and "added" not in message

@@ -6,10 +6,13 @@ import openpyxl
 import pandas as pd
 import pytest
 
+from ctsurv.errors import DataError
 from ctsurv.extraction.base import Question
-from ctsurv.review.cells import escape, unescape
+from ctsurv.review.cells import EXCEL_CELL_LIMIT
 from ctsurv.review.digest import NO_REVIEW, cached_review_digest, review_digest
+from ctsurv.review.apply import apply_review
 from ctsurv.review.layout import COLUMNS, EDITABLE, READ_ONLY
+from ctsurv.review.validate import load_review
 from ctsurv.review.workbook import export_workbook
 
 QUESTIONS = [Question("primary_tumor", "What is the location and size of the primary lung tumor?"), Question("pleura", "Is there pleural effusion?")]
@@ -41,11 +44,65 @@ def col(name):
     return openpyxl.utils.get_column_letter(COLUMNS.index(name) + 1)
 
 
-@pytest.mark.parametrize("text", ["=1+1", "+44 123", "-3 mm", "@sum", "\tx", "'=already", "'plain", "plain", "a=b", ""])
-def test_escape_round_trips_and_never_starts_a_formula(text):
-    escaped = escape(text)
-    assert unescape(escaped) == text
-    assert not escaped.startswith(("=", "+", "-", "@", "\t"))
+FORMULA_LIKE = ["=1+1", "+44 123", "-3 mm nodule", "@sum", "'=already", "'plain"]
+
+
+def test_formula_like_text_round_trips_unchanged(tmp_path):
+    """Cells are text with Excel's quote prefix: no apostrophe shown, nothing run, nothing altered."""
+    answers = make_answers()
+    answers["answer"] = FORMULA_LIKE  # rows s0..s2 x (tumor, pleura), the sheet's own order
+    path = tmp_path / "review.xlsx"
+    export_workbook(answers, make_reports(), QUESTIONS, path)
+    ws = openpyxl.load_workbook(path)["review"]
+    for r, text in enumerate(FORMULA_LIKE, start=2):
+        cell = ws[f"{col('extracted_answer')}{r}"]
+        assert (cell.value, cell.data_type) == (text, "s")
+        assert cell.quotePrefix is text.startswith(("=", "+", "-", "@"))
+    # the clinician approves every row and corrects one to formula-like text (stored as text, as Excel does)
+    book = openpyxl.load_workbook(path)
+    for r in range(2, 8):
+        book["review"][f"{col('decision')}{r}"] = "approve"
+    book["review"][f"{col('decision')}3"] = "correct"
+    book["review"][f"{col('corrected_answer')}3"] = "=B2 cm"
+    book["review"][f"{col('corrected_answer')}3"].data_type = "s"
+    book.save(path)
+    final, audit = apply_review(answers, load_review(path, answers))
+    assert audit["applied"].all()
+    assert final["answer"].tolist() == [FORMULA_LIKE[0], "=B2 cm", *FORMULA_LIKE[2:]]
+
+
+def test_a_formula_typed_into_a_cell_is_reported(tmp_path):
+    path = tmp_path / "review.xlsx"
+    export_workbook(make_answers(), make_reports(), QUESTIONS, path)
+    edit(path, {f"{col('corrected_answer')}2": "=A1"})  # openpyxl stores a formula, like Excel in a General cell
+    with pytest.raises(DataError, match=r"row 2, column H 'corrected_answer': holds the formula '=A1'"):
+        load_review(path, make_answers())
+
+
+def test_control_characters_and_long_reports_export(tmp_path, caplog):
+    """Characters a workbook cannot hold are replaced (with a warning naming the study); long
+    reports continue in the next cells instead of being cut silently."""
+    reports = make_reports()
+    reports.loc[0, "report"] = "Mass\x0bin the right\x01 lobe."
+    long_report = "Findings: " + "nodule. " * 5000  # 40,010 characters
+    reports.loc[1, "report"] = long_report
+    answers = make_answers()
+    answers.loc[0, "answer"] = "2 cm\x0cmass\x02"
+    path = tmp_path / "review.xlsx"
+    with caplog.at_level("WARNING"):
+        export_workbook(answers, reports, QUESTIONS, path)
+    assert "study 's0'" in caplog.text and "Mass" not in caplog.text  # names the study, never the text
+    book = openpyxl.load_workbook(path)
+    assert book["reports"]["B2"].value == "Mass in the right\ufffd lobe."
+    assert book["review"][f"{col('extracted_answer')}2"].value == "2 cm mass\ufffd"
+    parts = [c.value for c in book["reports"][3][1:] if c.value is not None]
+    assert len(parts) == 2 and all(len(p) <= EXCEL_CELL_LIMIT for p in parts)
+    assert "".join(parts) == long_report
+    assert book["reports"]["C1"].value == "report (continued)"
+    # the sanitised answer is what the workbook shows; a decision on it applies
+    edit(path, {f"{col('decision')}2": "approve"})
+    final, audit = apply_review(answers, load_review(path, answers))
+    assert final.loc[0, "decision"] == "approve" and audit["applied"].all()
 
 
 def test_export_formatting(tmp_path):
@@ -70,9 +127,10 @@ def test_export_formatting(tmp_path):
     assert validation.type == "list" and validation.formula1 == '"approve,correct,reject"'
     assert str(validation.sqref) == f"{col('decision')}2:{col('decision')}7"
 
-    # every written cell is text, formula starts escaped, locked vs editable
-    assert ws[f"{col('extracted_answer')}2"].value == "'=cmd|' /C calc'!A0"
-    assert ws[f"{col('extracted_answer')}4"].value == "'-5 mm nodule"
+    # every written cell is text (formula-like text with the quote prefix), locked vs editable
+    assert ws[f"{col('extracted_answer')}2"].value == "=cmd|' /C calc'!A0"
+    assert ws[f"{col('extracted_answer')}2"].quotePrefix and ws[f"{col('extracted_answer')}4"].quotePrefix
+    assert ws[f"{col('extracted_answer')}4"].value == "-5 mm nodule"
     for row in ws.iter_rows(min_row=2):
         for cell in row:
             name = COLUMNS[cell.column - 1]

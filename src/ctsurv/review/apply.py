@@ -21,6 +21,7 @@ import pandas as pd
 
 from ..extraction.base import NOT_MENTIONED
 from .audit import WorkbookInfo, audit_table
+from .cells import cell_value
 from .layout import PENDING
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,9 @@ def apply_review(answers: pd.DataFrame, review: pd.DataFrame | None, workbooks: 
         label = labels[key]
         current = final.at[label, "answer"]
         current = None if pd.isna(current) else current
+        # the workbook shows the answer as a cell holds it: a failed answer's "" is an empty
+        # cell (read back as None), characters a cell cannot hold are replaced
+        shown = cell_value(current)
 
         def event(row, applied, note=None, final_answer=current):
             return {"study_id": row.study_id, "question_id": row.question_id, "sheet_row": row.sheet_row, "decision": row.decision,
@@ -74,7 +78,7 @@ def apply_review(answers: pd.DataFrame, review: pd.DataFrame | None, workbooks: 
 
         valid = []
         for row in rows:
-            if row.extracted_answer != current:
+            if row.extracted_answer != shown:
                 outdated += 1
                 events.append(event(row, False, "extracted answer changed since export; run `ctsurv review update` and review again"))
             else:

@@ -84,14 +84,27 @@ def update_clinician_workbook(
 
     Returns:
         ``(summary, backup)``; backup is None when there was no workbook before.
+
+    Raises:
+        DataError: the workbook cannot be carried over (damaged, or an invalid decision);
+            it is left as it was and no backup is left behind.
     """
     clinician = Path(clinician)
     backup = None
     if clinician.exists():
         backup = backup_path(clinician)
+        made_folder = not backup.parent.exists()
         backup.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(clinician, backup)
-    summary = export_workbook(answers, reports, questions, clinician, previous=backup)
+    try:
+        summary = export_workbook(answers, reports, questions, clinician, previous=backup)
+    except BaseException:
+        # the clinician's workbook was not replaced: a backup of it would only mislead
+        if backup is not None:
+            backup.unlink(missing_ok=True)
+            if made_folder and not any(backup.parent.iterdir()):
+                backup.parent.rmdir()
+        raise
     log.info("%s: %d rows, %d decisions carried over, %d changed answers to review again, %d new rows, backup %s",
              clinician, summary.rows, summary.carried, summary.changed, summary.new, backup)
     return summary, backup

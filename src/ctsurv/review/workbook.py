@@ -4,7 +4,10 @@ One row per (study, question) on sheet ``review``, sorted by study then question
 report texts on sheet ``reports`` (wrapped), linked from each row.  The header is frozen
 and filterable; locked columns are protected (no password: the protection prevents
 accidents, not intent; :mod:`ctsurv.review.validate` catches the rest); ``decision`` is a
-drop-down.  Every cell is text (number format ``@``, formula starts escaped).
+drop-down.  Every cell is text (number format ``@``; text that looks like a formula has
+Excel's quote-prefix style, see :mod:`.cells`).  Characters a workbook cannot hold are
+replaced (a warning names the study); a report longer than one cell continues in the next
+cells of its row on sheet ``reports``.
 
 Re-exporting with ``previous=`` carries every decision over, matched by (study, question),
 when the extracted answer is unchanged.  When it changed, the old decision is not applied
@@ -14,6 +17,7 @@ decided about the old answer (highlighted).
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -21,11 +25,13 @@ from typing import Sequence
 import pandas as pd
 
 from ..extraction.base import Question
-from .cells import TEXT_FORMAT, escape
-from .layout import COLUMNS, DECISIONS, EDITABLE, ORIGINAL_SHEET, READ_ONLY, REPORTS_SHEET, REVIEW_SHEET, WIDTHS, column_letter
-from .validate import read_workbook
-from ..errors import DataError
 from ..atomic import atomic_path
+from ..errors import DataError
+from .cells import EXCEL_CELL_LIMIT, TEXT_FORMAT, cell_value, chunks, clean_text, needs_quote_prefix
+from .layout import COLUMNS, DECISIONS, EDITABLE, ORIGINAL_SHEET, READ_ONLY, REPORTS_SHEET, REVIEW_SHEET, WIDTHS, column_letter
+from .validate import check_rows, problem_message, read_workbook
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -67,12 +73,14 @@ def review_rows(answers: pd.DataFrame, questions: Sequence[Question], previous: 
             "study_id": answers["study_id"].astype(str),
             "question_id": answers["question_id"].astype(str),
             "question": answers["question_id"].map(text),
-            "extracted_answer": answers["answer"].astype(object).where(answers["answer"].notna(), None),
+            # as the cell will show it: a failed answer's "" is an empty cell, read back as None
+            "extracted_answer": pd.Series([cell_value(a) for a in answers["answer"].astype(object)], index=answers.index, dtype=object),
             "extraction_status": answers["status"].astype(str),
         }
     )
     rows["_order"] = rows["question_id"].map(order).fillna(len(order))
     rows = rows.sort_values(["study_id", "_order", "question_id"], kind="stable").drop(columns="_order").reset_index(drop=True)
+    rows["extracted_answer"] = rows["extracted_answer"].where(rows["extracted_answer"].notna(), None)
     for name in ("previous_review", *EDITABLE):
         rows[name] = None
     rows["changed"] = False
@@ -91,7 +99,7 @@ def review_rows(answers: pd.DataFrame, questions: Sequence[Question], previous: 
             seen.add(i)
             if not reviewed:
                 continue
-            if old.extracted_answer == rows.at[i, "extracted_answer"]:
+            if cell_value(old.extracted_answer) == cell_value(rows.at[i, "extracted_answer"]):
                 for name in ("previous_review", *EDITABLE):
                     rows.at[i, name] = getattr(old, name)
                 carried += any(getattr(old, name) for name in EDITABLE)
@@ -120,22 +128,50 @@ def export_workbook(
         previous: an earlier, possibly edited, workbook; ignored when the path does not exist.
 
     Raises:
-        DataError: when ``previous`` is damaged (the message names sheet, row and column).
+        DataError: when ``previous`` is damaged or holds a decision that is not valid (an
+            unknown decision, a correction without its answer, a duplicated row): nothing
+            is carried over silently; the message names sheet, row and column.
     """
     old = None
     if previous is not None and Path(previous).exists():
         old, problems = read_workbook(previous)
+        found, decisions = check_rows(previous, old)
+        problems += found
         if problems:
-            raise DataError(f"{previous}: cannot carry decisions over from this workbook:\n  " + "\n  ".join(problems[:20]))
+            raise DataError(problem_message(previous, problems, "; fix them before decisions can be carried over"))
+        old = old.assign(decision=pd.Series(decisions, index=old.index, dtype=object))
+    _warn_about_cells(answers, reports)
     rows, summary = review_rows(answers, questions, old)
     book = _build_book(rows, reports)
     save_atomic(book, out)
     return summary
 
 
+def _warn_about_cells(answers: pd.DataFrame, reports: pd.DataFrame) -> None:
+    """Warn, by study and never quoting text, about characters replaced and answers cut."""
+    for study, text in zip(reports["study_id"].astype(str), reports["report"]):
+        if isinstance(text, str):
+            replaced = clean_text(text)[1]
+            if replaced:
+                log.warning("study '%s': %d character(s) of the report cannot be stored in a workbook and were replaced", study, replaced)
+            if len(text) > EXCEL_CELL_LIMIT:
+                log.info("study '%s': the report (%d characters) continues over %d cells of sheet '%s'",
+                         study, len(text), len(chunks(text)), REPORTS_SHEET)
+    for study, question, answer in zip(answers["study_id"].astype(str), answers["question_id"].astype(str), answers["answer"]):
+        if isinstance(answer, str):
+            replaced = clean_text(answer)[1]
+            if replaced:
+                log.warning("study '%s', question '%s': %d character(s) of the answer cannot be stored in a workbook and were replaced",
+                            study, question, replaced)
+            if len(answer) > EXCEL_CELL_LIMIT:
+                log.warning("study '%s', question '%s': the answer (%d characters) is cut to %d in the workbook",
+                            study, question, len(answer), EXCEL_CELL_LIMIT)
+
+
 def _build_book(rows: pd.DataFrame, reports: pd.DataFrame):
     from openpyxl import Workbook
     from openpyxl.styles import Alignment, Font, NamedStyle, PatternFill, Protection
+    from openpyxl.utils import get_column_letter
     from openpyxl.worksheet.datavalidation import DataValidation
     from openpyxl.worksheet.hyperlink import Hyperlink
 
@@ -151,12 +187,15 @@ def _build_book(rows: pd.DataFrame, reports: pd.DataFrame):
                 alignment=Alignment(wrap_text=wrapped, vertical="top"),
                 fill=PatternFill("solid", start_color="F2F2F2", end_color="F2F2F2") if is_locked else PatternFill()))
 
-    def put(ws, row, col, value, locked=True, wrap=False):
+    def put(ws, row, col, value, locked=True, wrap=False, whole=False):
         cell = ws.cell(row=row, column=col)
-        if value is not None:
-            cell.value = escape(str(value))
-            cell.data_type = "s"
         cell.style = f"ctsurv_{locked}_{wrap}"
+        text = (clean_text(str(value))[0] if whole else cell_value(value)) if value is not None else None
+        if text:
+            cell.value = text
+            cell.data_type = "s"  # text, even when it starts with "="
+            if needs_quote_prefix(text):
+                cell.quotePrefix = True
         return cell
 
     review = book.active
@@ -166,14 +205,21 @@ def _build_book(rows: pd.DataFrame, reports: pd.DataFrame):
 
     report_text = dict(zip(reports["study_id"].astype(str), reports["report"]))
     report_row = {}
-    for sheet in (report_sheet,):
-        for col, name in enumerate(("study_id", "report"), start=1):
-            put(sheet, 1, col, name).font = bold
+    for col, name in enumerate(("study_id", "report"), start=1):
+        put(report_sheet, 1, col, name).font = bold
+    continued = 0
     for r, study in enumerate(dict.fromkeys(rows["study_id"]), start=2):
         report_row[study] = r
         put(report_sheet, r, 1, study)
         text = report_text.get(study)
-        put(report_sheet, r, 2, text if isinstance(text, str) else None, wrap=True)
+        # a report longer than a cell continues in the next cells of its row, nothing is cut
+        parts = chunks(clean_text(text)[0]) if isinstance(text, str) else [None]
+        for col, part in enumerate(parts, start=2):
+            put(report_sheet, r, col, part, wrap=True, whole=True)
+        continued = max(continued, len(parts) - 1)
+    for col in range(3, 3 + continued):
+        put(report_sheet, 1, col, "report (continued)").font = bold
+        report_sheet.column_dimensions[get_column_letter(col)].width = 120
     report_sheet.column_dimensions["A"].width = WIDTHS["study_id"]
     report_sheet.column_dimensions["B"].width = 120
     report_sheet.freeze_panes = "B2"
