@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pandas as pd
 import pytest
@@ -37,7 +38,7 @@ def test_per_question_records():
     assert [r["id"] for r in out["test"]] == ["s2__primary_tumor", "s2__pleura"]
     assert out["val"] == []
     record = out["train"][0]
-    assert record["image"] == "/img/s0.nii.gz" and record["study_id"] == "s0"
+    assert record["image"] == os.path.relpath("/img/s0.nii.gz") and record["study_id"] == "s0"
     assert record["conversations"] == [
         {"from": "human", "value": "A 64-year-old male patient.\n<image>\nWhat is the location and size of the primary lung tumor?"},
         {"from": "gpt", "value": "2 cm mass in the right upper lobe"},
@@ -75,3 +76,19 @@ def test_missing_study_and_bad_mode():
         build_conversations(final_table(), cohort().iloc[:1], QUESTIONS, {})
     with pytest.raises(DataError, match="per_question, per_study"):
         build_conversations(final_table(), cohort(), QUESTIONS, {}, mode="both")
+
+
+def test_image_paths_are_relative_to_the_project(tmp_path, monkeypatch):
+    """Absolute paths break when results move to another machine or node (issue 12, item 11)."""
+    project = tmp_path / "project"
+    images = [str(project / "data" / "ct" / "s0.nii.gz"), "data/ct/s1.nii.gz", str(tmp_path / "shared" / "s2.nii.gz")]
+    table = cohort().assign(image=images)
+    out = build_conversations(final_table(), table, QUESTIONS, SPEC, sentence_fn=sentence, project_root=project)
+    got = {r["study_id"]: r["image"] for split in out.values() for r in split}
+    assert got == {"s0": "data/ct/s0.nii.gz", "s1": "data/ct/s1.nii.gz", "s2": "../shared/s2.nii.gz"}
+    project.mkdir()
+    monkeypatch.chdir(project)  # default root: the working directory, i.e. the Snakemake project
+    out = build_conversations(final_table(), table, QUESTIONS, SPEC, sentence_fn=sentence)
+    assert {r["study_id"]: r["image"] for split in out.values() for r in split} == got
+    write_json(out["train"], tmp_path / "train.json")
+    assert str(tmp_path) not in (tmp_path / "train.json").read_text(encoding="utf-8")

@@ -15,13 +15,18 @@ of a multi-turn conversation carry the question only.
 multi-turn conversation per study, questions in the order of the questions file.
 Rejected answers and failed extractions are left out; "Not mentioned" answers are kept
 (they teach the model to say so).
+
+``image`` is relative to the project (the folder the workflow runs in), with ``/``
+separators: absolute paths break as soon as the results move to another machine or cluster
+node.  A path outside the project becomes ``../...``; loaders key on ``study_id`` anyway.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from pathlib import Path
+import os
+from pathlib import Path, PurePath
 from typing import Callable, Mapping, Sequence
 
 import pandas as pd
@@ -52,6 +57,7 @@ def build_conversations(
     spec: Mapping,
     mode: str = "per_question",
     sentence_fn: Callable[[Mapping, Mapping], str] | None = None,
+    project_root: str | Path | None = None,
 ) -> dict[str, list[dict]]:
     """Conversation records per split.
 
@@ -63,6 +69,8 @@ def build_conversations(
         mode: ``per_question`` or ``per_study``.
         sentence_fn: ``(row, spec) -> str``; defaults to
             :func:`ctsurv.data.sentences.clinical_sentence`.
+        project_root: image paths are written relative to it (default: the working
+            directory, which is the project in a Snakemake run).
 
     Returns:
         ``{"train": [...], "val": [...], "test": [...]}``, records sorted by study id.
@@ -85,6 +93,7 @@ def build_conversations(
     if missing:
         raise DataError(f"final answers name {len(missing)} studies missing from the cohort table, e.g. '{missing[0]}'; re-run ingest and extraction")
 
+    root = Path(project_root) if project_root is not None else Path.cwd()
     out: dict[str, list[dict]] = {split: [] for split in SPLITS}
     answers = answers.assign(_order=answers["question_id"].map(order)).sort_values(["study_id", "_order"], kind="stable")
     for study_id, group in answers.groupby(answers["study_id"].astype(str), sort=True):
@@ -94,7 +103,7 @@ def build_conversations(
         if split not in out:
             raise DataError(f"cohort table, study '{study_id}', column 'split': {split!r} is not one of {', '.join(SPLITS)}")
         turns = [(q, str(a)) for q, a in zip(group["question_id"], group["answer"])]
-        base = {"image": str(row["image"]), "study_id": study_id}
+        base = {"image": project_relative(row["image"], root), "study_id": study_id}
         if mode == "per_question":
             for qid, answer in turns:
                 conv = [{"from": "human", "value": first_prompt(sentence, text[qid])}, {"from": "gpt", "value": answer}]
@@ -107,6 +116,14 @@ def build_conversations(
             out[split].append({"id": study_id, **base, "question_ids": [q for q, _ in turns], "conversations": conv})
     log.info("conversations per split: %s (%d answers left out)", {k: len(v) for k, v in out.items()}, len(final) - len(answers))
     return out
+
+
+def project_relative(image: str | os.PathLike, root: str | Path) -> str:
+    """``image`` relative to ``root`` with ``/`` separators; a relative path is kept as it is."""
+    path = PurePath(str(image))
+    if path.is_absolute():
+        path = PurePath(os.path.relpath(path, Path(root).absolute()))
+    return path.as_posix()
 
 
 def write_json(records: list[dict], path: str | Path) -> None:

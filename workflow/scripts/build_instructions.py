@@ -1,5 +1,7 @@
 """Rule build_instructions: LLaVA-style conversation JSON per split."""
 
+from pathlib import Path
+
 from ctsurv.scripting import run_step
 
 
@@ -15,6 +17,7 @@ def main(smk):
         load_questions(smk.input.questions),
         smk.params.spec,
         mode=smk.params.mode,
+        project_root=Path.cwd(),  # Snakemake runs in the project: image paths relative to it
     )
     for split, records_of_split in records.items():
         write_json(records_of_split, smk.output[split])
