@@ -28,9 +28,32 @@ from .validation import check_test_split, check_time_event
 log = logging.getLogger(__name__)
 
 
-def read_table(path: str | Path) -> pd.DataFrame:
-    """A CSV, TSV or Parquet table, numbers parsed as numbers."""
+#: The cohort contract's identifiers: they name a patient, they never describe one.
+ID_COLUMNS = ("study_id", "patient_id")
+
+
+def read_feature_table(path: str | Path) -> pd.DataFrame:
+    """A CSV, TSV or Parquet feature table, numbers parsed as numbers (no bookkeeping columns)."""
     return load_table(path, as_text=False)
+
+
+def default_features(table: pd.DataFrame, time_col: str, event_col: str, source: str = "table") -> list[str]:
+    """Every column but time, event and identifiers.
+
+    Identifiers are the contract's ``study_id``/``patient_id`` and any other text column
+    whose every value differs (an id under another name): one-hot encoding it would give
+    each training patient its own coefficient and the test patients none.
+    """
+    out = []
+    for col in table.columns:
+        if col in (time_col, event_col) or col in ID_COLUMNS:
+            continue
+        values = table[col].dropna()
+        if len(values) > 2 and not pd.api.types.is_numeric_dtype(values) and values.astype(str).nunique() == len(values):
+            raise DataError(f"{source}, column '{col}': every value differs, so it looks like an identifier, not a feature; "
+                            "name the feature columns with --features")
+        out.append(col)
+    return out
 
 
 def make_folds(event, k: int = 5, seed: int = 42) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -95,6 +118,7 @@ def cross_validate(
     seed: int = 42,
     settings: ModelSettings | None = None,
     val_fraction: float = 0.2,
+    source: str | Path = "table",
 ) -> dict:
     """Per-fold and mean ± sd Harrell c-index of ``model`` on ``table``.
 
@@ -102,22 +126,30 @@ def cross_validate(
         table: one row per patient.
         time_col, event_col: follow-up columns (time > 0, event 0/1).
         model: coxph, deepsurv or deephit.
-        features: feature columns (default: every other column).
+        features: feature columns (default: :func:`default_features`); never an identifier.
         folds: explicit (train_idx, test_idx) pairs; default a stratified ``k``-fold with ``seed``.
         settings: model settings (default: :class:`ModelSettings` with ``seed``).
         val_fraction: share of each training fold held out for early stopping (neural models).
+        source: the table's file, named in error messages.
 
     Returns:
         JSON-ready dict: model, features, folds [{fold, n_train, n_test, events_test,
         cindex, fit_seconds}], mean, sd (sample sd over folds).
     """
+    source = str(source)
     for col in (time_col, event_col):
         if col not in table.columns:
-            raise DataError(f"column '{col}' not in the table (has: {', '.join(map(str, table.columns))})")
-    time, event = check_time_event(table[time_col].to_numpy(), table[event_col].to_numpy(), "table", time_col, event_col)
-    features = list(features) if features else [c for c in table.columns if c not in (time_col, event_col)]
+            raise DataError(f"{source}: column '{col}' not in the table (has: {', '.join(map(str, table.columns))})")
+    time, event = check_time_event(table[time_col].to_numpy(), table[event_col].to_numpy(), source, time_col, event_col)
+    if features:
+        features = list(features)
+        ids = [c for c in features if c in ID_COLUMNS or c in (time_col, event_col)]
+        if ids:
+            raise DataError(f"{source}: {ids} cannot be features (identifiers, time and event describe no patient); drop them from --features")
+    else:
+        features = default_features(table, time_col, event_col, source)
     if not features:
-        raise DataError("no feature columns: pass --features or add columns besides time and event")
+        raise DataError(f"{source}: no feature columns: pass --features or add columns besides time, event and the ids")
     if folds is None:
         folds = make_folds(event, k, seed)
     settings = settings or ModelSettings(train=TrainConfig(seed=seed))

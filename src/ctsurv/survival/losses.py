@@ -25,8 +25,12 @@ def cox_nll(log_hz: torch.Tensor, event: torch.Tensor, time: torch.Tensor, ties:
 
     with :math:`D_k` the events at the k-th distinct event time, :math:`R_k` its risk set
     (time >= t_k) and :math:`D` the number of events.  ``ties="breslow"`` drops the
-    :math:`l/d_k` correction.  Equal to ``torchsurv.loss.cox.neg_partial_log_likelihood``
-    with ``reduction="mean"``; computed in O(n log n) and stable for large log-hazards.
+    :math:`l/d_k` correction.  Averaged over events (as DeepSurv and pycox do), so a batch's
+    loss does not depend on how its events tie: it equals torchsurv's
+    ``neg_partial_log_likelihood(..., reduction="sum")`` divided by the number of events.
+    torchsurv's ``reduction="mean"`` agrees only without tied event times: with ties it
+    averages over distinct event times instead (one term per time), a larger number.
+    Computed in O(n log n) and stable for large log-hazards.
 
     Args:
         log_hz: shape (n,) or (n, 1).

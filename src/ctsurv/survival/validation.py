@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
+import pandas as pd
 
 from ..errors import DataError
 
@@ -24,6 +25,41 @@ def _rows(positions: np.ndarray, limit: int = 5) -> str:
     return f"rows {shown}{more}"
 
 
+def _blank(value) -> bool:
+    if value is None or value is pd.NA or value is pd.NaT:
+        return True
+    return (isinstance(value, float) and np.isnan(value)) or (isinstance(value, str) and not value.strip())
+
+
+def _number(value) -> float | None:
+    """A cell as a float (bools as 0/1), or None when it is not a number; blanks are NaN."""
+    if _blank(value):
+        return float("nan")
+    if isinstance(value, (bool, np.bool_)):
+        return float(value)
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _as_numbers(values, what: str, column: str, problem: str | None) -> np.ndarray:
+    """Values as float64: numeric arrays as they are; text cells parsed one by one.
+
+    A cell that is not a number raises ``problem`` naming it and its rows, or becomes NaN
+    when ``problem`` is None (the caller reports it with the right wording).
+    """
+    arr = np.asarray(values)
+    if arr.dtype.kind in "biuf":
+        return arr.astype(float)
+    cells = np.asarray(values, dtype=object)
+    parsed = [_number(v) for v in cells.ravel()]
+    bad = np.flatnonzero([p is None for p in parsed])
+    if bad.size and problem is not None:
+        raise DataError(f"{what}, column '{column}': {problem}, got {cells.ravel()[bad[0]]!r} at {_rows(bad)}")
+    return np.array([np.nan if p is None else p for p in parsed], dtype=float).reshape(cells.shape)
+
+
 def check_time_event(time, event, what: str = "table", time_col: str = "time", event_col: str = "event"):
     """Validate follow-up times and event flags.
 
@@ -36,7 +72,7 @@ def check_time_event(time, event, what: str = "table", time_col: str = "time", e
     Returns:
         (time float64 (n,), event bool (n,)).
     """
-    time = np.asarray(time, dtype=float)
+    time = _as_numbers(time, what, time_col, "times must be numbers (days)")
     raw_event = np.asarray(event, dtype=object) if np.asarray(event).dtype == object else np.asarray(event)
     if time.shape != raw_event.shape or time.ndim != 1:
         raise DataError(f"{what}: '{time_col}' and '{event_col}' must be 1-D and of equal length")
@@ -46,14 +82,13 @@ def check_time_event(time, event, what: str = "table", time_col: str = "time", e
     bad = np.flatnonzero(time <= 0)
     if bad.size:
         raise DataError(f"{what}, column '{time_col}': times must be > 0, got {time[bad[0]]:g} at {_rows(bad)}")
-    try:
-        ev = np.asarray(raw_event, dtype=float)
-    except (TypeError, ValueError):
-        ev = np.full(time.shape, np.nan)
+    ev = _as_numbers(raw_event, what, event_col, None)
     bad = np.flatnonzero(~np.isin(ev, [0.0, 1.0]))
     if bad.size:
+        shown = np.asarray(raw_event, dtype=object)[bad[0]]
+        shown = shown.item() if isinstance(shown, np.generic) else shown
         raise DataError(
-            f"{what}, column '{event_col}': events must be 0 (censored) or 1 (event), got {np.asarray(raw_event)[bad[0]].tolist()!r} at {_rows(bad)}"
+            f"{what}, column '{event_col}': events must be 0 (censored) or 1 (event), got {shown!r} at {_rows(bad)}"
         )
     return time, ev.astype(bool)
 

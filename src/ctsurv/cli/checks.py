@@ -1,0 +1,149 @@
+"""Checks every sub-command runs before it starts working.
+
+Two kinds: argparse types for numbers (a bad value stops at parsing with the usage line, as
+any other argparse error) and :func:`check_outputs`, which refuses an output that would
+overwrite an input or that cannot be written (under a file, in a read-only folder), so a
+long run never fails at its very end and never destroys what it read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+from pathlib import Path
+from typing import Iterable
+
+from ..errors import CtsurvError
+
+
+def _number(kind, text: str):
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {'a whole number' if kind is int else 'a number'}, got {text!r}") from None
+    if isinstance(value, float) and not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    value = _number(int, text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    value = _number(int, text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def int_at_least(minimum: int):
+    """argparse type: an integer >= ``minimum``."""
+
+    def parse(text: str) -> int:
+        value = _number(int, text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    parse.__name__ = f"integer >= {minimum}"
+    return parse
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite number > 0."""
+    value = _number(float, text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be greater than 0, got {value:g}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    """argparse type: a finite number >= 0."""
+    value = _number(float, text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value:g}")
+    return value
+
+
+def fraction(text: str) -> float:
+    """argparse type: a number in [0, 1]."""
+    value = _number(float, text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {value:g}")
+    return value
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)  # hard links, bind mounts
+    except OSError:
+        return False
+
+
+def _can_write_in(folder: Path) -> bool:
+    """Whether a file can be created in ``folder`` (tried, since permissions alone do not
+    tell: root ignores them, and read-only or virtual file systems refuse root too)."""
+    import tempfile
+
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            return True
+    except OSError:
+        return False
+
+
+def _check_writable(path: Path, flag: str, folder: bool) -> None:
+    if path.exists():
+        if folder and not path.is_dir():
+            raise CtsurvError(f"{flag} {path}: is a file, not a folder; choose a folder")
+        if not folder and path.is_dir():
+            raise CtsurvError(f"{flag} {path}: is a folder; give a file name")
+        target = path if folder else path.parent
+        if not _can_write_in(target):
+            raise CtsurvError(f"{flag} {path}: cannot write in {target} (permission denied or read-only); choose a writable folder")
+        return
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise CtsurvError(f"{flag} {path}: {parent} is a file, so no folder can be made under it; choose another path")
+    if not _can_write_in(parent):
+        raise CtsurvError(f"{flag} {path}: cannot write under {parent} (permission denied or read-only); choose a writable folder")
+
+
+def check_outputs(
+    files: Iterable[tuple[str, str | Path | None]] = (),
+    inputs: Iterable[str | Path | None] = (),
+    *,
+    folders: Iterable[tuple[str, str | Path | None]] = (),
+) -> None:
+    """Refuse outputs that overwrite an input or cannot be written, before any work.
+
+    Args:
+        files: (flag, path) of each output file, such as ``("--out", args.out)``; None
+            paths are skipped.
+        inputs: files and folders the command reads.
+        folders: (flag, path) of each output folder (created when absent).
+
+    Raises:
+        CtsurvError: naming the flag, the path and the fix.
+    """
+    inputs = [Path(p) for p in inputs if p is not None]
+    outputs = [(flag, out, False) for flag, out in files] + [(flag, out, True) for flag, out in folders]
+    for flag, out, is_folder in outputs:
+        if out is None:
+            continue
+        out = Path(out)
+        for source in inputs:
+            if _same_file(out, source):
+                raise CtsurvError(f"{flag} {out}: is the input {source}; writing it would destroy the input. Choose another output path")
+        _check_writable(out, flag, is_folder)
