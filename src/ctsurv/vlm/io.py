@@ -71,13 +71,14 @@ def save(model: CTVisionLanguageModel, folder: str | Path) -> Path:
     return folder
 
 
-def check_fingerprint(config: VLMConfig, folder: Path, feature_fingerprint: str | None, store: str = "") -> None:
+def check_fingerprint(config: VLMConfig, model_name: str | Path | None, feature_fingerprint: str | None,
+                      store: str = "") -> None:
     """Refuse features from another image encoder than the one the model was trained on."""
     if feature_fingerprint is None or config.feature_fingerprint is None:
         return
     if feature_fingerprint != config.feature_fingerprint:
         raise DataError(
-            f"model {folder} was trained on features with encoder fingerprint {config.feature_fingerprint[:16]}, "
+            f"model{' ' + str(model_name) if model_name else ''} was trained on features with encoder fingerprint {config.feature_fingerprint[:16]}, "
             f"but the feature store{' ' + store if store else ''} has {feature_fingerprint[:16]}: it was made by "
             "another image encoder (or other token settings); re-encode with the model's encoder or retrain"
         )
@@ -141,6 +142,7 @@ def load(
         raise DataError(f"model {folder}: {PROJECTOR_FILE} does not match projector '{config.projector}' "
                         f"{config.feature_dim} -> {config.hidden_size} ({str(err).splitlines()[0]})") from None
     model = CTVisionLanguageModel(hf_decoder, projector.to(dtype), tokenizer, config)
+    model.folder = str(folder)
     return model.to(device)
 
 

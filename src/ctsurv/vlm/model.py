@@ -54,6 +54,7 @@ class CTVisionLanguageModel(nn.Module):
         tokenizer: the decoder's tokenizer with ``<image>`` and a pad token.
         config: :class:`VLMConfig`.
         image_token_id: id of the placeholder.
+        folder: the folder it was loaded from, or None.
     """
 
     def __init__(self, decoder: nn.Module, projector: nn.Module, tokenizer, config: VLMConfig):
@@ -63,6 +64,7 @@ class CTVisionLanguageModel(nn.Module):
         self.tokenizer = tokenizer
         self.config = config
         self.image_token_id = int(tokenizer.convert_tokens_to_ids(config.image_token))
+        self.folder: str | None = None  # where it was loaded from (named in error messages)
 
     @property
     def device(self) -> torch.device:
