@@ -1,0 +1,450 @@
+"""One trainer for stage 1 and stage 2: Accelerate, AdamW, cosine warm-up, exact resume.
+
+``train(model, train_data, val_data, loss_fn, settings, out_dir, collate_fn, save_fn)``
+
+- ``loss_fn(model, batch) -> {"loss": tensor, **parts}``: every part is logged; an optional
+  ``"tokens"`` entry (a count) feeds tokens/s, otherwise the batch's ``attention_mask`` does.
+- One *step* is one optimizer update of ``batch_size x grad_accum x processes`` examples.
+  The data order is a seeded permutation per epoch (or the caller's ``batch_sampler``), so the
+  position in the data is ``step x grad_accum`` micro-batches: nothing else to store.
+- Precision: ``auto`` is bf16 autocast on a GPU and fp32 on a CPU (bf16 is 24x slower on CPUs
+  without native support; tests pin fp32).  Gradient checkpointing ``auto``: on a GPU only.
+- Several GPUs: run the same code under ``accelerate launch --num_processes N``
+  (config/accelerate/*.yaml pick DDP, FSDP or DeepSpeed ZeRO-3); each process takes every
+  N-th example of each global batch.
+- Outputs in ``out_dir``: ``metrics.csv`` (step, epoch, loss, each part, lr, grad_norm,
+  tokens_per_s, val_loss and val parts at evaluations), ``tensorboard/`` event files,
+  ``checkpoints/`` (see :mod:`ctsurv.vlm.checkpoint`) and ``best/`` (``save_fn``'s folder
+  for the lowest validation loss; the last model when there is no validation data).
+- Resume: a re-run finds the newest checkpoint and continues the same curve (to float
+  precision on a CPU).  A checkpoint written under another configuration (settings or the
+  caller's ``run_config``) is refused with the differing keys, unless ``restart=True``, which
+  deletes checkpoints, metrics, event files and ``best/`` and starts over.  Changing only
+  ``checkpoint_every``, ``keep_checkpoints`` or ``progress`` is allowed.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import logging
+import math
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import torch
+
+from ..atomic import atomic_path
+from ..errors import ConfigError, CtsurvError
+from .checkpoint import config_diff, fingerprint, latest_checkpoint, load_checkpoint, read_state, save_checkpoint
+
+log = logging.getLogger(__name__)
+
+BatchSampler = Callable[[int], Sequence[Sequence[int]]]
+
+
+@dataclass
+class TrainSettings:
+    """Optimisation settings (config ``vlm.stage1`` / ``vlm.stage2``); ``batch_size`` is per process."""
+
+    lr: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    batch_size: int = 8
+    grad_accum: int = 1
+    max_steps: int | None = None
+    epochs: float | None = None
+    checkpoint_every: int = 50
+    eval_every: int = 50
+    seed: int = 0
+    precision: str = "auto"
+    gradient_checkpointing: bool | str = "auto"
+    max_grad_norm: float | None = 1.0
+    patience: int | None = None
+    keep_checkpoints: int = 2
+    progress: bool = True
+
+    #: settings a resumed run may change without changing the loss curve
+    RESUME_NEUTRAL = ("checkpoint_every", "keep_checkpoints", "progress")
+
+    def __post_init__(self):
+        self.betas = tuple(float(b) for b in self.betas)
+        if (self.max_steps is None) == (self.epochs is None):
+            raise ConfigError("training settings: give exactly one of max_steps and epochs")
+        if self.precision not in ("auto", "fp32", "bf16"):
+            raise ConfigError(f"training settings: precision is {self.precision!r}; choose auto, fp32 or bf16")
+        for key in ("batch_size", "grad_accum", "checkpoint_every", "eval_every", "keep_checkpoints"):
+            if int(getattr(self, key)) < 1:
+                raise ConfigError(f"training settings: {key} must be at least 1, got {getattr(self, key)}")
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> "TrainSettings":
+        """Build from a config section, ignoring keys that are not training settings."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in names})
+
+    def resume_key(self) -> dict:
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in self.RESUME_NEUTRAL}
+
+
+@dataclass
+class TrainResult:
+    best_dir: Path
+    best_step: int | None
+    best_val_loss: float | None
+    steps: int
+    stopped_early: bool
+
+
+def random_batches(n: int, batch_size: int, seed: int, multiple_of: int = 1) -> BatchSampler:
+    """Default order: a fresh seeded permutation each epoch, cut into batches.
+
+    The permutation is padded by wrapping around to a multiple of ``multiple_of`` (the process
+    count) so that every process gets examples from the last batch too.
+    """
+
+    def batches(epoch: int) -> list[list[int]]:
+        gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+        order = torch.randperm(n, generator=gen).tolist()
+        pad = (-len(order)) % multiple_of
+        order += order[:pad]
+        return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+    return batches
+
+
+def train(
+    model: torch.nn.Module,
+    train_data: Sequence,
+    val_data: Sequence | None,
+    loss_fn: Callable[[torch.nn.Module, dict], dict],
+    settings: TrainSettings,
+    out_dir: str | Path,
+    collate_fn: Callable[[list], dict],
+    save_fn: Callable[[torch.nn.Module, Path], None],
+    *,
+    run_config: Mapping | None = None,
+    restart: bool = False,
+    batch_sampler: BatchSampler | None = None,
+) -> TrainResult:
+    """Train the parameters of ``model`` that require gradients; see the module docstring.
+
+    Args:
+        train_data, val_data: indexable datasets; ``collate_fn(list of items) -> batch dict``.
+        save_fn: ``save_fn(unwrapped_model, folder)`` writes a usable model (e.g. ctsurv.vlm.save).
+        run_config: what else defines the run (model, data); a checkpoint made under another
+            one is refused (or deleted when ``restart``).
+        batch_sampler: ``epoch -> list of global batches of indices``; must depend on the
+            epoch only (it is re-evaluated on resume).  Default: :func:`random_batches`.
+    """
+    out_dir = Path(out_dir)
+    if len(train_data) == 0:
+        raise CtsurvError("no training examples: the training split is empty")
+    accelerator = _make_accelerator(settings)
+    procs, rank = accelerator.num_processes, accelerator.process_index
+    sampler = batch_sampler or random_batches(len(train_data), settings.batch_size * procs, settings.seed, procs)
+    per_epoch = len(sampler(0))
+    ga = settings.grad_accum
+    total = settings.max_steps or max(1, math.ceil(settings.epochs * per_epoch / ga))
+    config = {
+        "settings": settings.resume_key(),
+        "run": dict(run_config or {}),
+        "processes": procs,
+        "train_size": len(train_data),
+        "val_size": len(val_data or ()),
+    }
+    key = fingerprint(config)
+    ckpt_root = out_dir / "checkpoints"
+    best_dir = out_dir / "best"
+
+    if restart and accelerator.is_main_process:
+        for path in (ckpt_root, best_dir, out_dir / "tensorboard"):
+            shutil.rmtree(path, ignore_errors=True)
+        (out_dir / "metrics.csv").unlink(missing_ok=True)
+        log.info("restart: removed the checkpoints, metrics and best model in %s", out_dir)
+    accelerator.wait_for_everyone()
+    latest = latest_checkpoint(ckpt_root)
+    if latest is not None:
+        saved = read_state(latest)
+        if saved["fingerprint"] != key:
+            raise ConfigError(
+                f"{latest} was written under another configuration ({config_diff(saved['config'], config)}); "
+                f"to start over, delete {out_dir} or re-run with --restart (workflow: vlm.stage1.restart: true)"
+            )
+
+    _enable_gradient_checkpointing(model, settings, accelerator.device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise CtsurvError("the model has no trainable parameters")
+    optimizer = torch.optim.AdamW(params, lr=settings.lr, betas=settings.betas, weight_decay=settings.weight_decay)
+    scheduler = cosine_with_warmup(optimizer, settings.warmup_steps, total)
+    model, optimizer = accelerator.prepare(model, optimizer)
+
+    state = {"step": 0, "best_val_loss": None, "best_step": None, "bad_evals": 0, "finished": False, "stopped_early": False}
+    if latest is not None:
+        state.update(load_checkpoint(latest, accelerator, model, optimizer, scheduler)["train"])
+        log.info("resuming from %s (step %d of %d)", latest.name, state["step"], total)
+    else:
+        _seed_everything(settings.seed + rank)
+    accelerator.step = state["step"] * ga
+
+    main = accelerator.is_main_process
+    metrics = MetricsLog(out_dir / "metrics.csv", state["step"]) if main else None
+    writer = _tensorboard(out_dir / "tensorboard", state["step"]) if main else None
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total, initial=state["step"], desc="train", disable=not (main and settings.progress),
+               dynamic_ncols=True, mininterval=2.0)
+    epoch_cache: dict[int, Sequence[Sequence[int]]] = {}
+    model.train()
+    try:
+        while state["step"] < total and not state["finished"]:
+            started = time.perf_counter()
+            sums: dict[str, torch.Tensor] = {}
+            tokens = torch.zeros((), device=accelerator.device)
+            lr = optimizer.param_groups[0]["lr"]
+            grad_norm = torch.zeros(())
+            for k in range(ga):
+                micro = state["step"] * ga + k
+                epoch, pos = divmod(micro, per_epoch)
+                if epoch not in epoch_cache:
+                    epoch_cache.clear()
+                    epoch_cache[epoch] = sampler(epoch)
+                local = list(epoch_cache[epoch][pos])[rank::procs]
+                if not local:
+                    raise CtsurvError(f"batch {pos} of epoch {epoch} has fewer examples than processes ({procs})")
+                batch = _to_device(collate_fn([train_data[i] for i in local]), accelerator.device)
+                with accelerator.accumulate(model):
+                    with accelerator.autocast():
+                        out = loss_fn(model, batch)
+                    accelerator.backward(out["loss"])
+                    if accelerator.sync_gradients:
+                        grad_norm = accelerator.clip_grad_norm_(model.parameters(), settings.max_grad_norm or math.inf)
+                    optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
+                for name, value in _parts(out).items():
+                    sums[name] = sums.get(name, 0.0) + value / ga
+                tokens += _token_count(out, batch)
+            scheduler.step()
+            state["step"] += 1
+            step = state["step"]
+            row = {"step": step, "epoch": round(state["step"] * ga / per_epoch, 4)}
+            row.update({k: float(v) for k, v in _reduce(accelerator, sums, "mean").items()})
+            tokens = float(accelerator.reduce(tokens, "sum"))
+            row.update(lr=lr, grad_norm=float(grad_norm), tokens_per_s=round(tokens / (time.perf_counter() - started), 2))
+
+            if val_data and (step % settings.eval_every == 0 or step == total):
+                val = evaluate(model, val_data, loss_fn, collate_fn, settings.batch_size, accelerator)
+                row.update({f"val_{k}": v for k, v in val.items()})
+                if state["best_val_loss"] is None or val["loss"] < state["best_val_loss"]:
+                    state.update(best_val_loss=val["loss"], best_step=step, bad_evals=0)
+                    _save_best(accelerator, model, save_fn, best_dir)
+                else:
+                    state["bad_evals"] += 1
+                    if settings.patience and state["bad_evals"] >= settings.patience:
+                        state.update(finished=True, stopped_early=True)
+                        log.info("early stop at step %d: %d evaluations without a better validation loss",
+                                 step, state["bad_evals"])
+            if step == total:
+                state["finished"] = True
+                if not val_data:
+                    state.update(best_step=step)
+                    _save_best(accelerator, model, save_fn, best_dir)
+            if main:
+                metrics.write(row, val_parts=bool(val_data))
+                for name, value in row.items():
+                    if name not in ("step", "epoch"):
+                        group = "val" if name.startswith("val_") else "train"
+                        writer.add_scalar(f"{group}/{name.removeprefix('val_')}", value, step)
+                writer.flush()
+            bar.update(1)
+            bar.set_postfix(loss=f"{row['loss']:.4f}", refresh=False)
+            if step % settings.checkpoint_every == 0 or state["finished"]:
+                save_checkpoint(ckpt_root, accelerator, model, optimizer, scheduler,
+                                {"step": step, "fingerprint": key, "config": config, "train": state},
+                                keep=settings.keep_checkpoints)
+    finally:
+        bar.close()
+        if writer is not None:
+            writer.close()
+        if metrics is not None:
+            metrics.close()
+    return TrainResult(best_dir, state["best_step"], state["best_val_loss"], state["step"], state["stopped_early"])
+
+
+def cosine_with_warmup(optimizer, warmup_steps: int, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up from 0, then half a cosine down to 0 at ``total_steps``.
+
+    The formula of ``transformers.get_cosine_schedule_with_warmup`` (num_cycles 0.5; the test
+    checks they agree), written out because importing ``transformers.optimization`` pulls in
+    peft and costs seconds in every process that only needs the schedule.
+    """
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return step / max(1, warmup_steps)
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return max(0.0, 0.5 * (1.0 + math.cos(math.pi * progress)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+@torch.no_grad()
+def evaluate(model, data: Sequence, loss_fn, collate_fn, batch_size: int, accelerator) -> dict[str, float]:
+    """Mean of each loss part over ``data`` (weighted by batch size), every process a share."""
+    model.eval()
+    sums: dict[str, torch.Tensor] = {}
+    count = torch.zeros((), device=accelerator.device)
+    starts = list(range(0, len(data), batch_size))
+    for start in starts[accelerator.process_index :: accelerator.num_processes]:
+        items = [data[i] for i in range(start, min(start + batch_size, len(data)))]
+        batch = _to_device(collate_fn(items), accelerator.device)
+        with accelerator.autocast():
+            out = loss_fn(model, batch)
+        for name, value in _parts(out).items():
+            sums[name] = sums.get(name, 0.0) + value * len(items)
+        count += len(items)
+    model.train()
+    count = accelerator.reduce(count, "sum")
+    sums = _reduce(accelerator, sums, "sum")
+    return {k: float(v / count) for k, v in sums.items()}
+
+
+class MetricsLog:
+    """``metrics.csv``, one row per step; on resume, rows after the checkpoint are dropped."""
+
+    def __init__(self, path: Path, resume_step: int):
+        self.path = path
+        self.columns: list[str] | None = None
+        kept: list[dict] = []
+        if path.exists() and resume_step > 0:
+            with open(path, newline="", encoding="utf-8") as fh:
+                reader = csv.DictReader(fh)
+                self.columns = reader.fieldnames
+                for row in reader:
+                    if None in row or None in row.values():  # a line cut by the kill
+                        continue
+                    if int(row["step"]) <= resume_step:
+                        kept.append(row)
+        if self.columns:
+            with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
+                w = csv.DictWriter(fh, self.columns)
+                w.writeheader()
+                w.writerows(kept)
+            self.fh = open(path, "a", newline="", encoding="utf-8")
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.fh = open(path, "w", newline="", encoding="utf-8")
+
+    def write(self, row: dict, val_parts: bool) -> None:
+        if self.columns is None:
+            losses = [k for k in row if k not in ("step", "epoch", "lr", "grad_norm", "tokens_per_s")]
+            self.columns = list(row)
+            if val_parts:
+                self.columns += [f"val_{k}" for k in losses]
+            csv.DictWriter(self.fh, self.columns).writeheader()
+        csv.DictWriter(self.fh, self.columns, extrasaction="ignore").writerow(row)
+        self.fh.flush()
+
+    def close(self) -> None:
+        self.fh.close()
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _make_accelerator(settings: TrainSettings):
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, GradientState
+
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        # Several trainings in one process (tests, benchmarks) each get fresh settings.
+        AcceleratorState._reset_state(reset_partial_state=True)
+        GradientState._reset_state()
+    cuda = torch.cuda.is_available()
+    bf16 = settings.precision == "bf16" or (settings.precision == "auto" and cuda and torch.cuda.is_bf16_supported())
+    return Accelerator(mixed_precision="bf16" if bf16 else "no", gradient_accumulation_steps=settings.grad_accum, cpu=not cuda)
+
+
+def _enable_gradient_checkpointing(model, settings: TrainSettings, device) -> None:
+    wanted = settings.gradient_checkpointing
+    if wanted == "auto":
+        wanted = torch.device(device).type == "cuda"
+    if not wanted:
+        return
+    target = getattr(model, "decoder", model)
+    if not hasattr(target, "gradient_checkpointing_enable"):
+        raise CtsurvError(f"gradient checkpointing was asked for but {type(target).__name__} does not support it")
+    target.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if hasattr(target, "config"):
+        target.config.use_cache = False
+
+
+def _seed_everything(seed: int) -> None:
+    import random
+
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _tensorboard(folder: Path, resume_step: int):
+    from torch.utils.tensorboard import SummaryWriter
+
+    # purge_step drops events logged after the checkpoint by a killed run
+    return SummaryWriter(log_dir=str(folder), purge_step=resume_step + 1 if resume_step else None)
+
+
+def _parts(out: Mapping) -> dict[str, torch.Tensor]:
+    return {k: v.detach().float() for k, v in out.items() if k != "tokens" and torch.is_tensor(v) and v.numel() == 1}
+
+
+def _token_count(out: Mapping, batch: Mapping) -> torch.Tensor:
+    if "tokens" in out:
+        return torch.as_tensor(out["tokens"], dtype=torch.float32).detach().reshape(()).cpu()
+    mask = batch.get("attention_mask") if isinstance(batch, Mapping) else None
+    return mask.sum().float().cpu() if torch.is_tensor(mask) else torch.zeros(())
+
+
+def _reduce(accelerator, values: dict, how: str) -> dict:
+    if not values:
+        return {}
+    names = list(values)
+    stacked = torch.stack([torch.as_tensor(values[n], dtype=torch.float32).reshape(()).to(accelerator.device) for n in names])
+    stacked = accelerator.reduce(stacked, how)
+    return dict(zip(names, stacked.cpu()))
+
+
+def _to_device(batch, device):
+    if torch.is_tensor(batch):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, Mapping):
+        return {k: _to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)) and batch and torch.is_tensor(batch[0]):
+        return type(batch)(_to_device(v, device) for v in batch)
+    return batch
+
+
+def _save_best(accelerator, model, save_fn, best_dir: Path) -> None:
+    """``save_fn`` into a hidden folder, then swap it in, so ``best/`` is always whole."""
+    accelerator.wait_for_everyone()
+    unwrapped = accelerator.unwrap_model(model)
+    if accelerator.is_main_process:
+        tmp = best_dir.with_name(f".{best_dir.name}.tmp")
+        old = best_dir.with_name(f".{best_dir.name}.old")
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
+        was_training = unwrapped.training
+        save_fn(unwrapped, tmp)
+        unwrapped.train(was_training)
+        if best_dir.exists():
+            best_dir.rename(old)
+        tmp.rename(best_dir)
+        shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
