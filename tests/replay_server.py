@@ -10,7 +10,8 @@ Endpoints: ``GET /health``, ``GET /v1/models``, ``POST /v1/chat/completions``, a
 ``GET /_requests`` (the request bodies received so far and the most requests that were
 in flight at once, for assertions).
 
-The script (JSON) holds ``model`` (served name), ``latency_s`` (added to every completion),
+The script (JSON) holds ``model`` (served name), ``revision`` (optional, listed by
+``/v1/models``), ``latency_s`` (added to every completion),
 ``rules`` and ``default``.  A rule ``{"match": "S-17", "responses": [R1, R2, ...]}`` applies
 to requests whose user message contains ``match``; its responses are used in turn, the last
 one repeating.  Unmatched requests get ``default``.  A response R is one of::
@@ -41,6 +42,7 @@ from typing import Iterator
 class Replay:
     def __init__(self, script: dict):
         self.model = script.get("model", "replay-model")
+        self.revision = script.get("revision")  # reported by /v1/models when set
         self.latency_s = float(script.get("latency_s", 0.0))
         self.rules = script.get("rules", [])
         self.default = script.get("default", {"auto": "Not mentioned"})
@@ -88,7 +90,10 @@ def make_handler(replay: Replay):
             if self.path == "/health":
                 self._send(200, {})
             elif self.path == "/v1/models":
-                self._send(200, {"object": "list", "data": [{"id": replay.model, "object": "model", "owned_by": "replay"}]})
+                card = {"id": replay.model, "object": "model", "owned_by": "replay"}
+                if replay.revision:
+                    card["revision"] = replay.revision
+                self._send(200, {"object": "list", "data": [card]})
             elif self.path == "/_requests":
                 with replay.lock:
                     self._send(200, {"requests": list(replay.requests), "max_in_flight": replay.max_in_flight})

@@ -83,8 +83,42 @@ def test_cache_answers_only_new_reports_and_keeps_failed_ones_out(tmp_path):
     b3.prompt_version = "v2"
     extract_answers(first, "sid", "text", b3, QUESTIONS, cache_dir=cache, progress=False)
     assert len(b3.seen) == 5
-    assert cache_key("r", QUESTIONS, "m", "v1") != cache_key("r", QUESTIONS[:1], "m", "v1")
-    assert cache_key("r", QUESTIONS, "m", "v1") != cache_key("r", [Question("pleura", "Effusion?"), QUESTIONS[1]], "m", "v1")
+    assert cache_key("r", prompt_hash(QUESTIONS, "v1"), "m") != cache_key("r", prompt_hash(QUESTIONS[:1], "v1"), "m")
+    other_wording = [Question("pleura", "Effusion?"), QUESTIONS[1]]
+    assert cache_key("r", prompt_hash(QUESTIONS, "v1"), "m") != cache_key("r", prompt_hash(other_wording, "v1"), "m")
+
+
+def test_cache_key_follows_the_prompt_text_not_only_its_version_label(tmp_path, monkeypatch):
+    from ctsurv.extraction import prompt as prompt_module
+
+    cache = tmp_path / "cache"
+    extract_answers(reports(3), "sid", "text", CountingBackend(), QUESTIONS, cache_dir=cache, progress=False)
+    same = CountingBackend()
+    extract_answers(reports(3), "sid", "text", same, QUESTIONS, cache_dir=cache, progress=False)
+    assert same.seen == []
+    # the instructions are edited but nobody bumped prompt_version ("v1" still)
+    edited = prompt_module._INSTRUCTIONS.replace("Keep each answer short", "Answer in full")
+    assert edited != prompt_module._INSTRUCTIONS
+    monkeypatch.setattr(prompt_module, "_INSTRUCTIONS", edited)
+    again = CountingBackend()
+    extract_answers(reports(3), "sid", "text", again, QUESTIONS, cache_dir=cache, progress=False)
+    assert len(again.seen) == 3
+
+
+def test_cache_key_follows_the_model_fingerprint(tmp_path):
+    """Same backend name (the model folder's base name), other weights: answered again."""
+    cache = tmp_path / "cache"
+    old = CountingBackend()
+    old.fingerprint = "weights-1"
+    extract_answers(reports(3), "sid", "text", old, QUESTIONS, cache_dir=cache, progress=False)
+    new = CountingBackend()
+    new.fingerprint = "weights-2"
+    extract_answers(reports(3), "sid", "text", new, QUESTIONS, cache_dir=cache, progress=False)
+    assert len(new.seen) == 3
+    back = CountingBackend()
+    back.fingerprint = "weights-1"
+    extract_answers(reports(3), "sid", "text", back, QUESTIONS, cache_dir=cache, progress=False)
+    assert back.seen == []
 
 
 def test_a_killed_job_loses_at_most_the_batch_in_flight(tmp_path):

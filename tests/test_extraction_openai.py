@@ -60,34 +60,46 @@ def test_per_question_mode_sends_one_request_per_question(tmp_path):
     assert [[a.question_id for a in row] for row in got] == [["pleura", "bones"]] * 3
 
 
-def test_malformed_and_truncated_replies_are_retried_then_failed_while_others_are_kept(tmp_path):
+def test_truncated_replies_are_retried_with_more_tokens_and_malformed_ones_are_not_retried(tmp_path):
+    """At temperature 0 the same request gives the same reply: a retry must change something."""
     script = {
         "rules": [
-            # malformed once, then good: ok after a retry
-            {"match": "FLAKY", "responses": [{"content": '{"pleura": "effusion", '}, {"answers": GOOD}]},
-            # always malformed
-            {"match": "BROKEN", "responses": [{"content": "Sure! Here are the answers: pleura yes"}]},
-            # a JSON object missing a key
-            {"match": "PARTIAL", "responses": [{"answers": {"pleura": "effusion"}}]},
+            # cut at max_tokens once: the retry has twice the tokens and succeeds
+            {"match": "LONG", "responses": [{"content": '{"pleura": "eff', "finish_reason": "length"}, {"answers": GOOD}]},
             # whitespace until max_tokens, every time
             {"match": "RUNAWAY", "responses": [{"content": '{"pleura": "effusion",      ', "finish_reason": "length"}]},
+            # malformed: sent again it would be malformed again (the script would answer, a server would not)
+            {"match": "BROKEN", "responses": [{"content": "Sure! Here are the answers: pleura yes"}, {"answers": GOOD}]},
+            # a JSON object missing a key
+            {"match": "PARTIAL", "responses": [{"answers": {"pleura": "effusion"}}, {"answers": GOOD}]},
         ]
     }
-    reports = ["FLAKY report", "BROKEN report", "PARTIAL report", "RUNAWAY report", "fine report"]
+    reports = ["LONG report", "RUNAWAY report", "BROKEN report", "PARTIAL report", "fine report"]
     with running(script, tmp_path) as url:
-        got = backend(url, model="m", retries=2).extract(reports, QUESTIONS)
+        got = backend(url, model="m", retries=2, max_tokens=64).extract(reports, QUESTIONS)
         seen = fetch_json(url + "/_requests")["requests"]
-    flaky, broken, partial, runaway, fine = got
-    assert [a.answer for a in flaky] == ["Small left pleural effusion.", NOT_MENTIONED]
-    assert all(a.status == "failed" and a.answer == "" for a in broken + partial + runaway)
-    assert broken[0].error.startswith("invalid JSON") and broken[0].error.endswith("(after 3 attempts)")
+    long, runaway, broken, partial, fine = got
+    tokens = {r: [b["max_tokens"] for b in seen if r in b["messages"][0]["content"]] for r in reports}
+    assert tokens == {"LONG report": [64, 128], "RUNAWAY report": [64, 128, 256], "BROKEN report": [64],
+                      "PARTIAL report": [64], "fine report": [64]}
+    assert [a.answer for a in long] == ["Small left pleural effusion.", NOT_MENTIONED]
+    assert all(a.status == "failed" and a.answer == "" for a in runaway + broken + partial)
+    assert runaway[0].error == "truncated: the reply reached max_tokens=256 (finish_reason=length) (after 3 attempts)"
+    assert broken[0].error.startswith("invalid JSON") and "attempt" not in broken[0].error
     assert "lacks the question id(s) ['bones']" in partial[0].error
-    assert runaway[0].error.startswith("truncated: the reply reached max_tokens=64 (finish_reason=length)")
     assert [a.status for a in fine] == ["not_mentioned", "not_mentioned"]
-    per_report = {r: sum(r in b["messages"][0]["content"] for b in seen) for r in reports}
-    assert per_report == {"FLAKY report": 2, "BROKEN report": 3, "PARTIAL report": 3, "RUNAWAY report": 3, "fine report": 1}
     # reasons never quote the reply or the report
     assert "pleura yes" not in broken[0].error and "BROKEN" not in broken[0].error
+
+
+def test_the_server_fingerprint_names_the_served_model_and_its_revision(tmp_path):
+    with running({"model": "mistral-test"}, tmp_path) as url:
+        plain = backend(url).fingerprint
+        named = backend(url, model="mistral-test").fingerprint
+    with running({"model": "mistral-test", "revision": "abc123"}, tmp_path) as url:
+        revised = backend(url).fingerprint
+    assert plain == named and "mistral-test" in plain
+    assert revised != plain and "abc123" in revised
 
 
 def test_http_500_503_retried_with_backoff_and_400_not_retried(tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 
 import pytest
 
@@ -95,3 +96,39 @@ def test_smollm2_gguf_loads_and_answers_with_a_status_per_question():
     (row,) = backend.extract(["Right upper lobe mass of 3.2 cm. Small left pleural effusion."], QUESTIONS)
     assert [a.question_id for a in row] == ["pleura", "bones"]
     assert all(a.status in ("ok", "not_mentioned") or a.error for a in row)
+
+
+def test_a_reply_ending_with_a_generation_config_eos_is_not_truncated(tiny_model, monkeypatch):
+    """Chat models stop on their generation_config EOS (Llama 3's <|eot_id|>), not the tokenizer's."""
+    import torch
+
+    backend = TransformersBackend(tiny_model, max_new_tokens=16, progress=False)
+    tok = backend.tokenizer
+    end_of_turn = tok.convert_tokens_to_ids("<|user|>")  # stands in for <|eot_id|>
+    assert end_of_turn != tok.eos_token_id
+    backend.model.generation_config.eos_token_id = [tok.eos_token_id, end_of_turn]
+    reply = tok.encode('{"pleura": "Small effusion.", "bones": "Not mentioned"}', add_special_tokens=False)
+
+    def fake_generate(input_ids, **kwargs):
+        rows = [list(row) + reply + [end_of_turn] + [tok.pad_token_id] * 3 for row in input_ids.tolist()]
+        return torch.tensor(rows)
+
+    monkeypatch.setattr(backend.model, "generate", fake_generate)
+    (row,) = backend.extract(["Small left pleural effusion."], QUESTIONS)
+    assert [(a.answer, a.status) for a in row] == [("Small effusion.", "ok"), (NOT_MENTIONED, "not_mentioned")]
+
+
+def test_fingerprint_follows_the_weights_not_the_folder_name(tiny_model, tmp_path):
+    import torch
+    from transformers import LlamaForCausalLM
+
+    first = TransformersBackend(tiny_model, progress=False)
+    retrained = tmp_path / "copy" / tiny_model.name
+    shutil.copytree(tiny_model, retrained)
+    assert TransformersBackend(retrained, progress=False).fingerprint == first.fingerprint
+    model = LlamaForCausalLM.from_pretrained(retrained)
+    with torch.no_grad():
+        model.lm_head.weight.add_(1.0)
+    model.save_pretrained(retrained)
+    other = TransformersBackend(retrained, progress=False)
+    assert other.name == first.name and other.fingerprint != first.fingerprint

@@ -178,3 +178,51 @@ def test_findings_sections_and_hypotheticals(qid, report, present):
     question = next(q for q in load_questions(Path(__file__).resolve().parents[1] / "config" / "questions.yaml") if q.id == qid)
     (answer,) = RulesBackend().extract([report], [question])[0]
     assert answer_presence(qid, answer.answer, answer.status) is present, answer.answer
+
+
+def test_a_no_answer_after_a_colon_ends_its_sentence():
+    """"no." is an abbreviation only before a number ("node no. 4")."""
+    assert split_sentences("Pleural effusion: no. Pneumothorax: present.") == ["Pleural effusion: no.", "Pneumothorax: present."]
+    assert split_sentences("Lymph node no. 4 is enlarged. Nos. 7 and 10 are not.") == [
+        "Lymph node no. 4 is enlarged.", "Nos. 7 and 10 are not."]
+    out = answers_of("Pleural effusion: no. Bones: lytic lesion of T5.")
+    assert out["pleura"] == ("Pleural effusion: no.", "ok")
+    assert answer_presence("pleura", *out["pleura"]) is False
+
+
+@pytest.mark.parametrize(
+    "qid, report, present",
+    [
+        # uncertainty is not negation: a finding that cannot be excluded is reported as possible
+        ("metastases", "Metastasis cannot be ruled out.", True),
+        ("metastases", "Metastasis cannot be excluded.", True),
+        ("metastases", "Liver metastases can't be excluded.", True),
+        ("metastases", "Metastatic disease is not excluded.", True),
+        ("metastases", "Metastatic disease is not ruled out.", True),
+        ("metastases", "We cannot rule out liver metastasis.", True),
+        ("metastases", "Liver metastasis was ruled out.", False),
+        # a finding that went away is absent now
+        ("pleura", "Interval resolution of effusion.", False),
+        ("pleura", "Complete resolution of the right pleural effusion.", False),
+        ("pleura", "The pleural effusion has resolved.", False),
+        ("pleura", "Resolved left pleural effusion.", False),
+        ("pleura", "The pleural effusion is no longer seen.", False),
+        ("pleura", "There is no longer a pleural effusion.", False),
+        ("pleura", "The left pleural effusion has cleared.", False),
+        ("pleura", "The pleural effusion has disappeared.", False),
+        # ... unless it went only partly
+        ("pleura", "Partial resolution of the right pleural effusion.", True),
+        ("pleura", "The pleural effusion has not resolved.", True),
+        ("pleura", "Unresolved right pleural effusion.", True),
+        # "finding: answer" lists
+        ("pleura", "Pleural effusion: no.", False),
+        ("pleura", "Pleural effusion: none.", False),
+        ("pleura", "Pleural effusion: absent.", False),
+        ("pleura", "Pleural effusion: present.", True),
+        ("pleura", "Pleural effusion: yes, small on the left.", True),
+    ],
+)
+def test_uncertainty_resolution_and_listed_answers(qid, report, present):
+    answer, status = answers_of(report)[qid]
+    assert status == "ok", report
+    assert answer_presence(qid, answer, status) is present, answer

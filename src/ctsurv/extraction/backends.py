@@ -14,6 +14,7 @@ from typing import Iterator
 
 from ..errors import ConfigError
 from .base import Backend
+from .fingerprint import folder_fingerprint
 from .prompt import PROMPT_VERSION
 
 BACKENDS = ("rules", "transformers", "openai", "vllm")
@@ -114,4 +115,7 @@ def backend_session(cfg: dict, server_log: str | Path, lock_dir: str | Path | No
             extra_args=vllm.get("extra_args", []),
         )
         with server:
-            yield _openai(cfg, server.url, server.served_model_name)
+            backend = _openai(cfg, server.url, server.served_model_name)
+            # the served name is the folder's name: key the answer cache on its weights instead
+            backend.fingerprint = "folder:" + folder_fingerprint(cfg["model"])
+            yield backend

@@ -33,6 +33,9 @@ class Backend(Protocol):
     name: str
     #: bump when the prompt or the answer logic changes; part of the cache key
     prompt_version: str
+    #: what the answers come from beyond ``name`` (weights, served revision, rules source);
+    #: part of the cache key, see :mod:`ctsurv.extraction.fingerprint`
+    fingerprint: str
 
     def extract(self, reports: Sequence[str], questions: Sequence[Question]) -> list[list[Answer]]:
         """One list per report, answers in the order of ``questions``."""

@@ -1,8 +1,13 @@
 """An append-only answer cache: a folder of small Parquet files, one per finished batch.
 
-An entry is keyed by the sha256 of (report text, question set, extractor, prompt version),
-so the same report asked the same questions by the same model with the same prompt is
-answered once, whichever dataset, shard or run it comes from.  Every batch is written to a
+An entry is keyed by the sha256 of (report text, prompt hash, model), so the same report
+asked the same questions by the same model with the same prompt is answered once,
+whichever dataset, shard or run it comes from.  The prompt hash
+(:func:`~ctsurv.extraction.prompt.prompt_hash`) covers the instructions' text, the
+questions and the prompt version, so editing the prompt re-extracts even when nobody bumps
+the version; the model is the backend's name and fingerprint
+(:mod:`~ctsurv.extraction.fingerprint`: config and weights of a folder, id and revision of
+a served model), so other weights under the same name re-extract too.  Every batch is written to a
 temporary name and renamed, so a killed job loses at most the batch in flight and never
 leaves a half-written file; concurrent shards write distinct files (no locks, safe on
 network file systems).  Only answered reports (``ok`` / ``not_mentioned``) are stored:
@@ -20,17 +25,20 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from ..atomic import atomic_path
-from .base import Answer, Question
+from .base import Answer
 
 _COLUMNS = ("key", "question_id", "answer", "status")
 
 
-def cache_key(report: str, questions: Sequence[Question], extractor: str, prompt_version: str) -> str:
-    """sha256 (hex) of the report text, the questions (ids and wording), extractor and prompt version."""
-    payload = json.dumps(
-        [report, [[q.id, q.text] for q in questions], extractor, prompt_version], ensure_ascii=False
-    )
+def cache_key(report: str, prompt_id: str, model_id: str) -> str:
+    """sha256 (hex) of the report text, the prompt's hash and the model's identity."""
+    payload = json.dumps([report, prompt_id, model_id], ensure_ascii=False)
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+def model_id(backend) -> str:
+    """The model part of the cache key: the backend's name and its fingerprint."""
+    return json.dumps([backend.name, getattr(backend, "fingerprint", None)])
 
 
 class AnswerCache:

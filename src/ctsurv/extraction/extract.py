@@ -20,7 +20,7 @@ from ..atomic import atomic_path
 from ..data.tables import load_table
 from ..errors import CtsurvError, DataError
 from .base import STATUSES, Answer, Backend, Question
-from .cache import AnswerCache, cache_key
+from .cache import AnswerCache, cache_key, model_id
 from .prompt import prompt_hash
 
 log = logging.getLogger(__name__)
@@ -102,7 +102,9 @@ def extract_answers(
     if n_empty:
         log.info("%d studies of shard %d/%d have no report text and are left out", n_empty, i, n)
 
-    keys = [cache_key(text, questions, backend.name, backend.prompt_version) for _, text in todo]
+    p_hash = prompt_hash(questions, backend.prompt_version)
+    model = model_id(backend)
+    keys = [cache_key(text, p_hash, model) for _, text in todo]
     cache = AnswerCache(cache_dir) if cache_dir is not None else None
     answers: dict[str, list[Answer]] = cache.lookup(keys) if cache else {}
     pending = [(sid, text, key) for (sid, text), key in zip(todo, keys) if key not in answers]
@@ -120,7 +122,6 @@ def extract_answers(
         if cache:
             cache.add(fresh)
 
-    p_hash = prompt_hash(questions, backend.prompt_version)
     rows = []
     for (sid, _), key in zip(todo, keys):
         for a in answers[key]:

@@ -11,8 +11,10 @@ What can go wrong, per request, and what happens:
 * HTTP 429/500/502/503/504, a timeout, or a refused connection: retried up to ``retries``
   times with exponential back-off, then the report is ``failed`` with the reason.
 * ``finish_reason == "length"`` (the reply was cut at ``max_tokens``; a known vLLM failure
-  fills the JSON with whitespace until then) or a reply that is not the answer object:
-  retried up to ``retries`` times, then ``failed`` with the reason.
+  fills the JSON with whitespace until then): retried up to ``retries`` times with twice the
+  ``max_tokens`` each time (64, 128, 256, ...), then ``failed`` with the reason.
+* a reply that is not the answer object: ``failed`` at once.  At temperature 0 the same
+  request gets the same reply, so sending it again would cost a request and change nothing.
 * any other HTTP error (400: prompt longer than the context, ...): ``failed`` at once.
 
 A failed report never stops the others.  Reasons name the problem, never the report text.
@@ -27,6 +29,7 @@ from typing import Sequence
 
 from ..errors import CtsurvError
 from .base import Answer, Question
+from .fingerprint import server_fingerprint
 from .prompt import PROMPT_VERSION, AnswerFormatError, answer_schema, build_messages, failed_answers, parse_answers
 
 log = logging.getLogger(__name__)
@@ -44,6 +47,10 @@ class _Fatal(Exception):
     """A problem sending the request again will not fix."""
 
 
+class _Truncated(Exception):
+    """The reply was cut at ``max_tokens``: worth sending again with more tokens."""
+
+
 class OpenAIBackend:
     """Answers from an OpenAI-compatible server.
 
@@ -54,7 +61,8 @@ class OpenAIBackend:
         max_tokens: upper bound on the reply length in tokens.
         concurrency: requests in flight at once.
         timeout_s: seconds to wait for one reply.
-        retries: extra attempts after a failed one (transport and format failures alike).
+        retries: extra attempts after a transport failure or a truncated reply (the latter
+            with twice the ``max_tokens`` each time).
         backoff_s: first wait before a retry after a transport failure; doubles each time
             (at most 30 s).
         prompt_version: recorded in the cache key; bump when the prompt changes.
@@ -88,7 +96,9 @@ class OpenAIBackend:
         self.url = base if base.endswith("/v1") else base + "/v1"
         # The library's own retries are off: ours also cover truncated and malformed replies.
         self._client = OpenAI(base_url=self.url, api_key="EMPTY", timeout=timeout_s, max_retries=0)
+        self._card: dict | None = None
         self.model = model or self._served_model()
+        self._fingerprint: str | None = None
         self.max_tokens = max_tokens
         self.concurrency = max(1, concurrency)
         self.timeout_s = timeout_s
@@ -100,7 +110,7 @@ class OpenAIBackend:
         self.progress = progress
         self.name = f"openai:{self.model}"
 
-    def _served_model(self) -> str:
+    def _model_cards(self) -> list[dict]:
         try:
             models = self._client.models.list().data
         except Exception as err:
@@ -108,14 +118,42 @@ class OpenAIBackend:
                 f"cannot list the models served at {self.url} ({type(err).__name__}); "
                 "check that the server runs, or set extraction.model"
             ) from None
-        if not models:
+        return [m.model_dump() for m in models]
+
+    def _served_model(self) -> str:
+        cards = self._model_cards()
+        if not cards:
             raise CtsurvError(f"the server at {self.url} serves no model; set extraction.model")
-        return models[0].id
+        self._card = cards[0]
+        return cards[0]["id"]
+
+    @property
+    def fingerprint(self) -> str:
+        """The served model's id, revision and root as the server lists them (answer-cache key).
+
+        Asked once; a server that lists no card for the model gives the name alone (warned).
+        """
+        if self._fingerprint is None:
+            card = self._card
+            if card is None:
+                try:
+                    card = next((c for c in self._model_cards() if c.get("id") == self.model), None)
+                except CtsurvError as err:
+                    log.warning("%s; the answer cache keys on the model name '%s' alone", err, self.model)
+                if card is None:
+                    card = {"id": self.model}
+            self._fingerprint = server_fingerprint(card)
+        return self._fingerprint
+
+    @fingerprint.setter
+    def fingerprint(self, value: str) -> None:
+        # backend_session sets the served folder's own fingerprint (weights, not names)
+        self._fingerprint = value
 
     # ------------------------------------------------------------------ one request
 
-    def _request(self, report: str, questions: Sequence[Question]) -> list[Answer]:
-        """One chat completion answering ``questions``; raises _Retryable / _Fatal / AnswerFormatError."""
+    def _request(self, report: str, questions: Sequence[Question], max_tokens: int) -> list[Answer]:
+        """One chat completion answering ``questions``; raises _Retryable / _Truncated / _Fatal / AnswerFormatError."""
         import openai
 
         kwargs = {}
@@ -129,7 +167,7 @@ class OpenAIBackend:
                 model=self.model,
                 messages=build_messages(report, questions),
                 temperature=0,
-                max_tokens=self.max_tokens,
+                max_tokens=max_tokens,
                 **kwargs,
             )
         except openai.APITimeoutError:
@@ -146,22 +184,24 @@ class OpenAIBackend:
             raise AnswerFormatError("the server returned no choice")
         choice = response.choices[0]
         if choice.finish_reason == "length":
-            raise AnswerFormatError(f"truncated: the reply reached max_tokens={self.max_tokens} (finish_reason=length)")
+            raise _Truncated(f"truncated: the reply reached max_tokens={max_tokens} (finish_reason=length)")
         return parse_answers(choice.message.content or "", questions)
 
     def _answer(self, report: str, questions: Sequence[Question]) -> list[Answer]:
         """Answers for one request, retrying; never raises for a bad reply or a broken server."""
         reason = "no attempt"
+        max_tokens = self.max_tokens
         for attempt in range(self.retries + 1):
             try:
-                return self._request(report, questions)
+                return self._request(report, questions, max_tokens)
             except _Retryable as err:
                 reason = str(err)
                 if attempt < self.retries:
                     time.sleep(min(30.0, self.backoff_s * 2**attempt))
-            except AnswerFormatError as err:
+            except _Truncated as err:
                 reason = str(err)
-            except _Fatal as err:
+                max_tokens *= 2  # the same request would be cut at the same place
+            except (AnswerFormatError, _Fatal) as err:
                 return failed_answers(questions, str(err))
         attempts = self.retries + 1
         return failed_answers(questions, f"{reason} (after {attempts} attempt{'s' * (attempts > 1)})")

@@ -2,7 +2,7 @@
 
 Three agreements per question, each over the rows where the gold has something to compare:
 
-* presence: does the answer report the finding (:func:`~ctsurv.extraction.rules.answer_presence`)
+* presence: does the answer report the finding (:func:`~ctsurv.extraction.negation.answer_presence`)
   as the gold ``present`` says?  All rows; a ``failed`` answer counts as a disagreement.
 * size: rows whose gold finding is present with a ``size_mm``: does a measurement in the answer
   (largest dimension, cm converted to mm) lie within ``max(1 mm, 10 %)`` of it?
@@ -17,7 +17,9 @@ import re
 
 import pandas as pd
 
-from .rules import Topic, answer_presence, sentence_affirms, split_sentences
+from .negation import answer_presence, sentence_affirms
+from .sentence_split import split_sentences
+from .topics import Topic
 
 _SIZE = re.compile(
     r"(\d+(?:[.,]\d+)?)((?:\s*[x×*]\s*\d+(?:[.,]\d+)?)*)\s*(mm|cm|millimet(?:er|re)s?|centimet(?:er|re)s?)\b",

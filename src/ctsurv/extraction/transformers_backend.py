@@ -20,6 +20,7 @@ from typing import Sequence
 
 from ..errors import ConfigError
 from .base import Answer, Question
+from .fingerprint import folder_fingerprint
 from .prompt import PROMPT_VERSION, AnswerFormatError, build_messages, failed_answers, parse_answers
 
 log = logging.getLogger(__name__)
@@ -87,6 +88,7 @@ class TransformersBackend:
         self.prompt_version = prompt_version
         self.progress = progress
         self.name = f"transformers:{path.name}" + (f"/{gguf_file}" if gguf_file else "")
+        self.fingerprint = "folder:" + folder_fingerprint(path, gguf_file)
 
     def _generate(self, reports: Sequence[str], questions: Sequence[Question]) -> list[tuple[str, bool]]:
         """Greedy replies to a batch: (text, truncated) per report."""
@@ -105,14 +107,26 @@ class TransformersBackend:
                 pad_token_id=self.tokenizer.pad_token_id,
             )
         replies = []
-        eos = self.tokenizer.eos_token_id
-        eos_ids = set(eos if isinstance(eos, list) else [eos])
+        eos_ids = self.stop_token_ids()
         for row in out[:, enc["input_ids"].shape[1] :].tolist():
             ended = any(t in eos_ids for t in row)
             if ended:
                 row = row[: next(k for k, t in enumerate(row) if t in eos_ids)]
             replies.append((self.tokenizer.decode(row, skip_special_tokens=True), not ended))
         return replies
+
+    def stop_token_ids(self) -> set[int]:
+        """Tokens that end a reply: the tokenizer's EOS and the generation config's.
+
+        ``generate`` stops on ``generation_config.eos_token_id``, which chat models set to
+        their end-of-turn token (Llama 3's ``<|eot_id|>``) besides or instead of the
+        tokenizer's EOS; a reply ending with it is complete, not truncated.
+        """
+        ids: set[int] = set()
+        for eos in (self.tokenizer.eos_token_id, getattr(self.model.generation_config, "eos_token_id", None)):
+            if eos is not None:
+                ids.update(eos if isinstance(eos, (list, tuple, set)) else [eos])
+        return ids
 
     def extract(self, reports: Sequence[str], questions: Sequence[Question]) -> list[list[Answer]]:
         """One list of answers per report, in the order of ``questions``."""
