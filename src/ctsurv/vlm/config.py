@@ -125,3 +125,32 @@ def decoder_hash(folder: str | Path, samples: int = 32, chunk: int = 4096) -> st
                 fh.seek(offset)
                 digest.update(fh.read(chunk))
     return digest.hexdigest()[:16]
+
+
+ENCODER_KEYS = ("checkpoint", "layers", "width", "seed", "tokens", "spacing", "size")
+
+
+def encoder_settings(imaging: dict, checkpoint: str | Path | None = None) -> dict:
+    """What ``vlm.json`` records as ``encoder``, from the config's ``imaging`` section.
+
+    Args:
+        imaging: the config section (``spacing``, ``size``, ``encoder: {checkpoint, layers,
+            width, seed, tokens}``).
+        checkpoint: the encoder file actually used, when it is not ``imaging.encoder.checkpoint``
+            (the demo's pre-trained encoder is a workflow output).
+
+    Returns:
+        ``{checkpoint, layers, width, seed, tokens, spacing, size}``: enough for ``ctsurv ask
+        --image`` to read, preprocess and encode a CT file as the feature store was made.
+    """
+    enc = imaging["encoder"]
+    ckpt = checkpoint if checkpoint is not None else enc.get("checkpoint")
+    return {
+        "checkpoint": None if ckpt is None else str(Path(ckpt).resolve()),
+        "layers": [int(n) for n in enc["layers"]],
+        "width": int(enc["width"]),
+        "seed": int(enc.get("seed", 0)),
+        "tokens": int(enc["tokens"]),
+        "spacing": [float(s) for s in imaging["spacing"]],
+        "size": [int(s) for s in imaging["size"]],
+    }
