@@ -32,14 +32,13 @@ import pandas as pd
 
 from ..errors import DataError
 from . import values
+from .contract import CORE_COLUMNS, GEOMETRY_COLUMNS
 from .images import image_problem
 from .splits import SPLIT_NAMES, assign_splits, source_splits
 from .tables import ROW, SOURCE, locate
 
 log = logging.getLogger(__name__)
 
-CORE_COLUMNS = ["study_id", "patient_id", "split", "image", "report", "time", "event"]
-GEOMETRY_COLUMNS = ["spacing_x", "spacing_y", "spacing_z", "rescale_slope", "rescale_intercept"]
 _SHOWN = 5
 
 

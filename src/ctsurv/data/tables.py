@@ -58,8 +58,9 @@ def load_table(path: str | Path, *, what: str = "table", as_text: bool = True, h
     return df.reset_index(drop=True)
 
 
-def read_table(path: str | Path, *, what: str = "table") -> pd.DataFrame:
-    """:func:`load_table` as text, with the ``_source`` and ``_row`` columns added."""
+def read_source_table(path: str | Path, *, what: str = "table") -> pd.DataFrame:
+    """A dataset's source table: :func:`load_table` as text, plus the ``_source`` and ``_row``
+    columns that let every later error name the file and row (adapters read with this)."""
     df = load_table(path, what=what, hint=" (check the dataset's path keys in the config)")
     df[SOURCE] = str(path)
     df[ROW] = range(2, len(df) + 2)

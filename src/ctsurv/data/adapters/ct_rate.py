@@ -30,7 +30,7 @@ from pathlib import Path
 import pandas as pd
 
 from ...errors import ConfigError, DataError
-from ..tables import ROW, SOURCE, locate, read_table, require_columns
+from ..tables import ROW, SOURCE, locate, read_source_table, require_columns
 
 REPORT_COLUMNS = ["VolumeName", "Findings_EN", "Impressions_EN"]
 METADATA_COLUMNS = ["VolumeName", "XYSpacing", "ZSpacing", "RescaleSlope", "RescaleIntercept"]
@@ -45,7 +45,7 @@ def _files(value) -> list[str]:
 def _read_all(paths: list[str], what: str, columns: list[str]) -> pd.DataFrame:
     frames = []
     for path in paths:
-        table = read_table(path, what=what)
+        table = read_source_table(path, what=what)
         require_columns(table, columns, path, fix=f"point '{what}' at the CT-RATE {what} CSV")
         frames.append(table)
     return pd.concat(frames, ignore_index=True)

@@ -41,7 +41,7 @@ import pandas as pd
 
 from ...errors import ConfigError
 from .. import values
-from ..tables import ROW, SOURCE, read_table, require_columns
+from ..tables import ROW, SOURCE, read_source_table, require_columns
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +114,7 @@ def last_before(
 def _read_ehr(spec: dict) -> pd.DataFrame:
     names = {"person_id": "person_id", "time": "time", "code": "code", "value": "value"}
     names.update(spec.get("ehr_columns") or {})
-    ehr = read_table(spec["ehr"], what="EHR table")
+    ehr = read_source_table(spec["ehr"], what="EHR table")
     require_columns(ehr, list(names.values()), spec["ehr"], fix="name the EHR columns with 'ehr_columns' ({person_id, time, code, value})")
     ehr = ehr.rename(columns={v: k for k, v in names.items()})
     ehr["person_id"] = ehr["person_id"].astype(str).str.strip()
@@ -136,11 +136,11 @@ def load(name: str, spec: dict, config: dict) -> pd.DataFrame:
     if vitals and not spec.get("ehr"):
         raise ConfigError(f"dataset '{name}': 'vitals' is set but 'ehr' (the EHR measurement table) is not")
 
-    studies = read_table(root / files["study_mapping"], what="study mapping")
+    studies = read_source_table(root / files["study_mapping"], what="study mapping")
     require_columns(studies, ["impression_id", "image_id", "person_id", "procedure_DATETIME"], root / files["study_mapping"], fix="check the INSPECT release files")
-    impressions = read_table(root / files["impressions"], what="impressions")
+    impressions = read_source_table(root / files["impressions"], what="impressions")
     require_columns(impressions, ["impression_id", "impressions"], root / files["impressions"], fix="check the INSPECT release files")
-    labels = read_table(root / files["labels"], what="labels")
+    labels = read_source_table(root / files["labels"], what="labels")
     label_columns = [mapping.get(c, c) for c in clinical if c not in vitals]
     require_columns(labels, ["impression_id", tte, censored], root / files["labels"], fix=f"check the file, or the key 'outcome' ({outcome})")
 
@@ -156,7 +156,7 @@ def load(name: str, spec: dict, config: dict) -> pd.DataFrame:
     df = studies.merge(impressions[["impression_id", "impressions"]], on="impression_id", how="left", validate="many_to_one")
     df = df.merge(labels[keep], on="impression_id", how="left", validate="many_to_one")
     if spec.get("use_source_splits"):
-        splits = read_table(root / files["splits"], what="splits")
+        splits = read_source_table(root / files["splits"], what="splits")
         require_columns(splits, ["impression_id", "split"], root / files["splits"], fix="check the INSPECT release files")
         df = df.merge(splits[["impression_id", "split"]], on="impression_id", how="left", validate="many_to_one")
 

@@ -23,8 +23,8 @@ from pathlib import Path
 import pandas as pd
 
 from ...errors import ConfigError
-from ..cohort import GEOMETRY_COLUMNS
-from ..tables import ROW, SOURCE, read_table, require_columns
+from ..contract import GEOMETRY_COLUMNS
+from ..tables import ROW, SOURCE, read_source_table, require_columns
 
 REQUIRED = ["study_id", "patient_id", "image"]
 OPTIONAL = ["report", "time", "event", "split"] + GEOMETRY_COLUMNS
@@ -52,7 +52,7 @@ def read_manifest(
         found, and ``_source``/``_row``.
     """
     path = Path(path)
-    table = read_table(path, what="manifest")
+    table = read_source_table(path, what="manifest")
     mapping = dict(columns or {})
     wanted = REQUIRED + (["time", "event"] if survival else [])
     require_columns(
