@@ -18,6 +18,14 @@ wildcard_constraints:
     dataset="|".join(DATASETS) if DATASETS else "NONE",
 
 
+def step_resources(gpus, **sizes):
+    """A rule's resources from the GPUs it needs (ctsurv.gpu.step_resources): GPU steps go to
+    config gpu.slurm_partition, the others keep the cluster profile's CPU defaults."""
+    from ctsurv.gpu import step_resources as resources
+
+    return resources(gpus, config["gpu"]["slurm_partition"], **sizes)
+
+
 def dataset_spec(wildcards):
     return config["datasets"][wildcards.dataset]
 

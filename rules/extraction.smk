@@ -26,7 +26,7 @@ rule extract_answers:
         lock_dir=config["gpu"]["lock_dir"],
     threads: 2
     resources:
-        gpu=needs_gpu(config["extraction"]),
+        **step_resources(needs_gpu(config["extraction"])),
     log:
         main="results/logs/extract_answers/{dataset}.{shard}.log",
         server="results/logs/extract_answers/{dataset}.{shard}.vllm.log",

@@ -44,7 +44,7 @@ rule encode_images:
         lock_dir=config["gpu"]["lock_dir"],
     threads: 4
     resources:
-        gpu=1,
+        **step_resources(1, cpus_per_task=16),
     log:
         "results/logs/encode_images/{dataset}.log",
     benchmark:

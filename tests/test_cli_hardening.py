@@ -110,3 +110,119 @@ def test_cv_checks_its_output_before_the_work(tmp_path, capsys, monkeypatch):
     if PROC.exists():
         rc, text = run(["cv", table, *CV, "--out", PROC / "cv.json"], capsys)
         assert rc == 1 and "cannot write" in text
+
+
+# ---- items 19, 25, 26: every other command -----------------------------------------------
+
+def manifest_dataset(tmp_path: Path, n=6) -> Path:
+    """A manifest dataset (images only need to exist for ingest) and its config file."""
+    (tmp_path / "img").mkdir()
+    rows = []
+    for i in range(n):
+        (tmp_path / "img" / f"s{i}.nii.gz").write_bytes(b"\0")
+        rows.append({"study_id": f"s{i}", "patient_id": f"p{i}", "image": f"img/s{i}.nii.gz", "report": "No effusion.",
+                     "time": 10 + i, "event": i % 2, "age": 50 + i})
+    pd.DataFrame(rows).to_csv(tmp_path / "manifest.csv", index=False)
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "datasets:\n  mine:\n    adapter: manifest\n    role: survival\n"
+        f"    path: {tmp_path / 'manifest.csv'}\n    clinical:\n      age: {{type: int}}\n",
+        encoding="utf-8",
+    )
+    return config
+
+
+def test_ingest_refuses_to_write_over_its_manifest_or_config(tmp_path, capsys):
+    config = manifest_dataset(tmp_path)
+    manifest = tmp_path / "manifest.csv"
+    before = manifest.read_bytes(), config.read_bytes()
+    for out in (manifest, config):
+        rc, text = run(["ingest", "--config", config, "--dataset", "mine", "--out", out], capsys)
+        assert rc == 1 and "would destroy the input" in text
+    assert (manifest.read_bytes(), config.read_bytes()) == before
+    rc, text = run(["ingest", "--config", config, "--dataset", "mine", "--out", manifest / "cohort.parquet"], capsys)
+    assert rc == 1 and "is a file" in text
+    rc, text = run(["ingest", "--config", config, "--dataset", "mine", "--out", tmp_path / "out" / "cohort.parquet"], capsys)
+    assert rc == 0, text
+
+
+def test_mine_words_checks_numbers_and_its_output_folder(tmp_path, capsys):
+    reports = tmp_path / "reports.csv"
+    pd.DataFrame({"report": ["No effusion.", "Small nodule."]}).to_csv(reports, index=False)
+    for args, flag in ((["--top-n", "-5"], "--top-n"), (["--english-floor", "-1"], "--english-floor"),
+                       (["--plot-top", "0"], "--plot-top"), (["--min-doc-fraction", "2"], "--min-doc-fraction")):
+        rc, text = run(["mine-words", reports, "--text-column", "report", "--out", tmp_path / "m", *args], capsys)
+        assert rc == 2 and f"argument {flag}" in text
+    rc, text = run(["mine-words", reports, "--text-column", "report", "--out", reports], capsys)
+    assert rc == 1 and "--out" in text and "is a file" in text
+    if PROC.exists():
+        rc, text = run(["mine-words", reports, "--text-column", "report", "--out", PROC / "m"], capsys)
+        assert rc == 1 and "cannot write" in text
+    assert not (tmp_path / "m").exists()
+
+
+def test_preprocess_ct_never_writes_over_its_input(tmp_path, capsys):
+    image = tmp_path / "ct.nii.gz"
+    image.write_bytes(b"not read: refused before")
+    rc, text = run(["preprocess-ct", image, image], capsys)
+    assert rc == 1 and "would destroy the input" in text and image.read_bytes() == b"not read: refused before"
+    (tmp_path / "link.nii.gz").symlink_to(image)
+    rc, text = run(["preprocess-ct", image, tmp_path / "link.nii.gz"], capsys)
+    assert rc == 1 and "would destroy the input" in text
+    rc, text = run(["preprocess-ct", image, image / "out.nii.gz"], capsys)
+    assert rc == 1 and "is a file" in text
+    for args in (["--spacing", "nan", "4", "6"], ["--spacing", "0", "1", "1"], ["--size", "0", "1", "1"], ["--input-spacing", "-1", "1", "1"]):
+        rc, text = run(["preprocess-ct", image, tmp_path / "out.nii.gz", *args], capsys)
+        assert rc == 2 and f"argument {args[0]}" in text
+
+
+def test_demo_cohort_checks_sizes_and_its_output_folder(tmp_path, capsys):
+    a_file = tmp_path / "file.txt"
+    a_file.write_text("x", encoding="utf-8")
+    rc, text = run(["demo-cohort", "--out", a_file], capsys)
+    assert rc == 1 and "is a file" in text
+    rc, text = run(["demo-cohort", "--out", a_file / "demo"], capsys)
+    assert rc == 1 and "is a file" in text
+    rc, text = run(["demo-cohort", "--out", tmp_path / "d", "--workers", "0"], capsys)
+    assert rc == 2 and "argument --workers" in text
+    rc, text = run(["demo-cohort", "--out", tmp_path / "d", "--n-pe", "-3"], capsys)
+    assert rc == 1 and "--n-pe must be at least 1" in text
+    assert not (tmp_path / "d").exists()
+
+
+def test_extract_answers_never_writes_over_its_reports(tmp_path, capsys):
+    reports = tmp_path / "reports.csv"
+    pd.DataFrame({"id": ["a"], "text": ["No effusion."]}).to_csv(reports, index=False)
+    before = reports.read_bytes()
+    rc, text = run(["extract-answers", reports, "--id-column", "id", "--text-column", "text", "--out", reports], capsys)
+    assert rc == 1 and "would destroy the input" in text and reports.read_bytes() == before
+    rc, text = run(["extract-answers", reports, "--id-column", "id", "--text-column", "text", "--out", tmp_path / "a.parquet",
+                    "--cache-dir", reports], capsys)
+    assert rc == 1 and "--cache-dir" in text
+    for args in (["--batch-size", "0"], ["--concurrency", "0"], ["--max-tokens", "0"], ["--timeout", "-1"], ["--retries", "-1"]):
+        rc, text = run(["extract-answers", reports, "--id-column", "id", "--text-column", "text", "--out", tmp_path / "a.parquet", *args], capsys)
+        assert rc == 2 and f"argument {args[0]}" in text
+
+
+def test_encoders_check_numbers_and_outputs(tmp_path, capsys):
+    cache = tmp_path / "ct"
+    cache.mkdir()
+    for args in (["--batch-size", "0"], ["--layers", "0", "0", "0", "0"], ["--width", "0"], ["--workers", "-1"]):
+        rc, text = run(["encode-images", cache, tmp_path / "features", *args], capsys)
+        assert rc == 2 and f"argument {args[0]}" in text
+    rc, text = run(["encode-images", cache, cache], capsys)
+    assert rc == 1 and "would destroy the input" in text
+    table = tmp_path / "t.csv"
+    pd.DataFrame({"id": ["a"], "s": ["A 60-year-old."]}).to_csv(table, index=False)
+    rc, text = run(["encode-texts", table, "--id-column", "id", "--text-column", "s", "--out", table], capsys)
+    assert rc == 1 and "would destroy the input" in text
+    rc, text = run(["encode-texts", table, "--id-column", "id", "--text-column", "s", "--out", tmp_path / "f", "--batch-size", "0"], capsys)
+    assert rc == 2
+
+
+def test_gpu_run_checks_the_count_and_the_command(tmp_path, capsys):
+    rc, text = run(["gpu-run", "--gpus", "-1", "--", "true"], capsys)
+    assert rc == 2 and "argument --gpus" in text
+    rc, text = run(["gpu-run", "--gpus", "0", "--", "no-such-program-ctsurv"], capsys)
+    assert rc == 1 and "'no-such-program-ctsurv' not found" in text
+    assert run(["gpu-run", "--gpus", "0", "--", "true"], capsys)[0] == 0

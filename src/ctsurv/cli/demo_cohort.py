@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .checks import positive_int
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -18,7 +20,7 @@ def register(subparsers) -> None:
     parser.add_argument("--n-pretrain", type=int, default=150, help="studies in demo_pretrain (default 150)")
     parser.add_argument("--n-lung", type=int, default=200, help="patients in demo_lung (default 200)")
     parser.add_argument("--n-pe", type=int, default=200, help="patients in demo_pe (default 200)")
-    parser.add_argument("--workers", type=int, default=2, help="processes rendering volumes (default 2)")
+    parser.add_argument("--workers", type=positive_int, default=2, help="processes rendering volumes (default 2)")
     parser.add_argument("--no-labels", action="store_true", help="do not write the tissue label maps")
     parser.set_defaults(func=run)
 
@@ -26,10 +28,12 @@ def register(subparsers) -> None:
 def run(args) -> int:
     from ..demo import generate_demo
     from ..errors import CtsurvError
+    from .checks import check_outputs
 
     for name in ("n_pretrain", "n_lung", "n_pe"):
         if getattr(args, name) < 1:
             raise CtsurvError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    check_outputs(folders=[("--out", args.out)])
     folders = generate_demo(
         args.out,
         seed=args.seed,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from .checks import non_negative_int, positive_int
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -15,15 +17,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("cache_dir", help="preprocessed cache folder (rule preprocess_ct / ctsurv preprocess-ct)")
     p.add_argument("out_dir", help="feature store folder to write")
     p.add_argument("--checkpoint", default=None, help="Merlin checkpoint .pt (default: random demo encoder)")
-    p.add_argument("--layers", type=int, nargs=4, default=None,
+    p.add_argument("--layers", type=positive_int, nargs=4, default=None,
                    help="blocks per stage (default 3 8 36 3 with a checkpoint, 1 1 1 1 without)")
-    p.add_argument("--width", type=int, default=None, help="stem channels (default 64 with a checkpoint, 16 without)")
+    p.add_argument("--width", type=positive_int, default=None, help="stem channels (default 64 with a checkpoint, 16 without)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random encoder (no checkpoint)")
     p.add_argument("--tokens", type=int, choices=[49, 490], default=49, help="49: mean over z (paper); 490: all")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=positive_int, default=8)
     p.add_argument("--device", default=None, help="cuda, cpu, ... (default: cuda when available)")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto")
-    p.add_argument("--workers", type=int, default=None, help="volume-reading processes (default 2 on a GPU, 0 on a CPU)")
+    p.add_argument("--workers", type=non_negative_int, default=None, help="volume-reading processes (default 2 on a GPU, 0 on a CPU)")
     p.set_defaults(func=_encode_images)
 
     t = sub.add_parser(
@@ -36,7 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--text-column", required=True)
     t.add_argument("--out", required=True, help="feature store folder to write")
     t.add_argument("--model", default="minilm", help="'minilm' (packaged) or a local model folder")
-    t.add_argument("--batch-size", type=int, default=32)
+    t.add_argument("--batch-size", type=positive_int, default=32)
     t.set_defaults(func=_encode_texts)
 
 
@@ -44,7 +46,9 @@ def _encode_images(args: argparse.Namespace) -> int:
     from ..imaging.cache import cached_study_ids
     from ..imaging.encode import encode_cohort
     from ..imaging.merlin import build_encoder
+    from .checks import check_outputs
 
+    check_outputs(inputs=[args.cache_dir, args.checkpoint], folders=[("OUT_DIR", args.out_dir)])
     full = args.checkpoint is not None
     layers = args.layers or ([3, 8, 36, 3] if full else [1, 1, 1, 1])
     width = args.width or (64 if full else 16)
@@ -60,7 +64,9 @@ def _encode_texts(args: argparse.Namespace) -> int:
     from ..data.tables import load_table
     from ..errors import DataError
     from ..text_encoder import encode_clinical_sentences
+    from .checks import check_outputs
 
+    check_outputs(inputs=[args.table], folders=[("--out", args.out)])
     table = load_table(args.table)
     for col in (args.id_column, args.text_column):
         if col not in table.columns:

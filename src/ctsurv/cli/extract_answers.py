@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .checks import int_at_least, non_negative_int, positive_float, positive_int
+
 
 def _shard(text: str) -> tuple[int, int]:
     import argparse
@@ -37,12 +39,12 @@ def register(subparsers) -> None:
     parser.add_argument("--out", required=True, type=Path, help="answers table to write (.parquet)")
     parser.add_argument("--cache-dir", type=Path, help="answer cache folder (default: no cache)")
     parser.add_argument("--shard", type=_shard, default=(0, 1), metavar="I/N", help="answer only shard I of N (default 0/1)")
-    parser.add_argument("--max-tokens", type=int, default=512, help="reply length bound in tokens (default 512)")
-    parser.add_argument("--concurrency", type=int, default=16, help="requests in flight / generation batch (default 16)")
-    parser.add_argument("--timeout", type=float, default=120.0, help="seconds per request (default 120)")
-    parser.add_argument("--retries", type=int, default=2, help="extra attempts per report (default 2)")
+    parser.add_argument("--max-tokens", type=int_at_least(16), default=512, help="reply length bound in tokens (default 512)")
+    parser.add_argument("--concurrency", type=positive_int, default=16, help="requests in flight / generation batch (default 16)")
+    parser.add_argument("--timeout", type=positive_float, default=120.0, help="seconds per request (default 120)")
+    parser.add_argument("--retries", type=non_negative_int, default=2, help="extra attempts per report (default 2)")
     parser.add_argument("--device", choices=["cpu", "cuda", "auto"], default="cpu", help="transformers device")
-    parser.add_argument("--batch-size", type=int, default=64, help="reports per cache file (default 64)")
+    parser.add_argument("--batch-size", type=positive_int, default=64, help="reports per cache file (default 64)")
     parser.set_defaults(func=run)
 
 
@@ -51,6 +53,9 @@ def run(args) -> int:
     from ..extraction.extract import extract_answers, read_report_table, write_answers
     from ..extraction.questions import load_questions
 
+    from .checks import check_outputs
+
+    check_outputs([("--out", args.out)], inputs=[args.reports, args.questions], folders=[("--cache-dir", args.cache_dir)])
     questions = load_questions(args.questions)
     reports = read_report_table(args.reports)
     backend = make_backend(

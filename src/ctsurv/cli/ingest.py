@@ -23,13 +23,16 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     from ..config import load_yaml, validate_config
+    from ..data.adapters import input_files
     from ..data.cohort import build_cohort, write_cohort
     from ..errors import ConfigError
+    from .checks import check_outputs
 
     config = validate_config(load_yaml(args.config), schema=args.schema)
     if args.dataset not in config["datasets"]:
         raise ConfigError(f"{args.config}: no dataset '{args.dataset}' under 'datasets' (have: {', '.join(config['datasets'])})")
     spec = config["datasets"][args.dataset]
+    check_outputs([("--out", args.out)], inputs=[args.config, args.schema, *input_files(spec)])
     cohort = build_cohort(args.dataset, spec, config)
     write_cohort(cohort, args.out, spec)
     counts = cohort["split"].value_counts().to_dict()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .checks import fraction, positive_float, positive_int
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -15,17 +17,20 @@ def register(subparsers) -> None:
     parser.add_argument("reports", type=Path, help="report table (.csv, .tsv or .parquet)")
     parser.add_argument("--text-column", required=True, help="column holding the report text")
     parser.add_argument("--out", required=True, type=Path, help="output folder")
-    parser.add_argument("--top-n", type=int, default=100, help="words in top_words.csv (default 100)")
-    parser.add_argument("--plot-top", type=int, default=10, help="words in the bar plot (default 10)")
-    parser.add_argument("--english-floor", type=float, default=1e-6, help="smoothing of the score (default 1e-6)")
-    parser.add_argument("--min-doc-fraction", type=float, default=0.01,
+    parser.add_argument("--top-n", type=positive_int, default=100, help="words in top_words.csv (default 100)")
+    parser.add_argument("--plot-top", type=positive_int, default=10, help="words in the bar plot (default 10)")
+    parser.add_argument("--english-floor", type=positive_float, default=1e-6, help="smoothing of the score (default 1e-6)")
+    parser.add_argument("--min-doc-fraction", type=fraction, default=0.01,
                         help="fraction of reports a word must appear in to be ranked (default 0.01)")
     parser.set_defaults(func=run)
 
 
 def run(args) -> int:
     from ..mining import read_report_texts, write_mining_outputs
+    from .checks import check_outputs
 
+    names = ("words.parquet", "top_words.csv", "top_words.png")
+    check_outputs([("--out", args.out / n) for n in names], inputs=[args.reports], folders=[("--out", args.out)])
     texts = read_report_texts(args.reports, args.text_column)
     write_mining_outputs(
         texts,

@@ -6,6 +6,8 @@ import argparse
 import logging
 from pathlib import Path
 
+from .checks import positive_float, positive_int
+
 log = logging.getLogger("ctsurv.preprocess_ct")
 
 
@@ -19,11 +21,11 @@ def register(subparsers) -> None:
     )
     parser.add_argument("input", type=Path, help="image file or DICOM series folder")
     parser.add_argument("output", type=Path, help="output .nii.gz or .npy")
-    parser.add_argument("--spacing", type=float, nargs=3, metavar=("X", "Y", "Z"), default=[1.5, 1.5, 3.0],
+    parser.add_argument("--spacing", type=positive_float, nargs=3, metavar=("X", "Y", "Z"), default=[1.5, 1.5, 3.0],
                         help="target spacing in mm (default 1.5 1.5 3, the paper's)")
-    parser.add_argument("--size", type=int, nargs=3, metavar=("X", "Y", "Z"), default=[224, 224, 160],
+    parser.add_argument("--size", type=positive_int, nargs=3, metavar=("X", "Y", "Z"), default=[224, 224, 160],
                         help="output size in voxels after pad and centre crop (default 224 224 160)")
-    parser.add_argument("--input-spacing", type=float, nargs=3, metavar=("X", "Y", "Z"), default=None,
+    parser.add_argument("--input-spacing", type=positive_float, nargs=3, metavar=("X", "Y", "Z"), default=None,
                         help="override the header's voxel size (e.g. from CT-RATE's metadata)")
     parser.add_argument("--rescale", type=float, nargs=2, metavar=("SLOPE", "INTERCEPT"), default=None,
                         help="override the header's rescale to HU (e.g. from CT-RATE's metadata)")
@@ -39,8 +41,9 @@ def _run(args: argparse.Namespace) -> int:
     name = args.output.name
     if not (name.endswith(".npy") or name.endswith((".nii", ".nii.gz", ".nrrd", ".mha"))):
         raise DataError(f"{args.output}: OUTPUT must end in .nii.gz, .nii, .nrrd, .mha or .npy")
-    if min(args.spacing) <= 0 or min(args.size) < 1:
-        raise DataError(f"--spacing must be positive and --size at least 1, got {args.spacing} and {args.size}")
+    from .checks import check_outputs
+
+    check_outputs([("OUTPUT", args.output)], inputs=[args.input])
     volume = read_ct(args.input, spacing=args.input_spacing, rescale=args.rescale, check_ct=not args.no_ct_check)
     out = preprocess_volume(volume, args.spacing, args.size)
     write_preprocessed(out.array, out.affine, args.output)
