@@ -33,10 +33,12 @@ def left_pad(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Ten
     return ids, mask
 
 
-def _cache_keyword(decoder) -> str:
-    """The KV-cache argument's name: ``cache`` (transformers >= 5.2x) or ``past_key_values``."""
+def _forward_keywords(decoder) -> tuple[str, dict]:
+    """The KV-cache argument's name (``cache`` in recent transformers, else ``past_key_values``)
+    and ``logits_to_keep=1`` where the decoder supports it."""
     base = decoder.get_base_model() if hasattr(decoder, "get_base_model") else decoder
-    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+    params = inspect.signature(base.forward).parameters
+    return ("cache" if "cache" in params else "past_key_values"), ({"logits_to_keep": 1} if "logits_to_keep" in params else {})
 
 
 def _cache_of(output):
@@ -56,9 +58,10 @@ def _generate_batch(model: CTVisionLanguageModel, features: torch.Tensor, prompt
         raise DataError(f"a prompt of {embeds.shape[1]} tokens leaves no room to answer in the decoder's "
                         f"context of {model.config.max_length}")
     eos = tokenizer.eos_token_id
-    cache_name = _cache_keyword(model.decoder)
+    cache_name, keep_kw = _forward_keywords(model.decoder)
+    # Prefill: only the last position's logits are needed (B x L x vocab would be large).
     out = model.decoder(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, use_cache=True,
-                        return_dict=True)
+                        return_dict=True, **keep_kw)
     batch = embeds.shape[0]
     finished = torch.zeros(batch, dtype=torch.bool, device=device)
     generated: list[torch.Tensor] = []

@@ -275,5 +275,6 @@ def build(
 
 def enable_gradient_checkpointing(decoder) -> None:
     """Non-reentrant checkpointing (works with inputs_embeds and frozen embeddings)."""
-    decoder.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    enable = getattr(decoder, "activation_checkpointing_enable", None) or decoder.gradient_checkpointing_enable
+    enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     decoder.config.use_cache = False
