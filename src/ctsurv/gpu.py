@@ -146,3 +146,19 @@ def _visible(devices: list[str]) -> Iterator[None]:
             os.environ.pop("CUDA_VISIBLE_DEVICES", None)
         else:
             os.environ["CUDA_VISIBLE_DEVICES"] = old
+
+
+def step_resources(gpus: int, gpu_partition: str, mem_mb: int = 64000, runtime: int = 720,
+                   cpus_per_task: int = 8) -> dict[str, int | str]:
+    """Snakemake ``resources`` of a workflow step from the GPUs it needs.
+
+    A step without a GPU gets ``{"gpu": 0}`` and so the cluster profile's defaults (CPU
+    partition, 16 GB, 2 h in ``profiles/slurm``): e.g. extract_answers with the rules
+    backend.  A GPU step goes to ``gpu_partition`` with the memory (MB), run time (minutes)
+    and CPUs of a model-serving or encoding job.  The profile then stays generic: it names
+    no rule, and a step's partition follows the config (the backend) rather than the rule name.
+    """
+    if gpus <= 0:
+        return {"gpu": 0}
+    return {"gpu": int(gpus), "slurm_partition": gpu_partition, "mem_mb": int(mem_mb), "runtime": int(runtime),
+            "cpus_per_task": int(cpus_per_task)}
