@@ -84,7 +84,7 @@ def _store_features(model, store_path: Path, study: str):
     meta = store_path / "encoder.json"
     if meta.is_file():
         check_fingerprint(model.config, model.folder, json.loads(meta.read_text(encoding="utf-8")).get("fingerprint"),
-                          str(store_path))
+                          f"the feature store {store_path}")
     if study not in store:
         raise DataError(f"feature store {store_path} has no study '{study}'")
     return store.get([study], name="tokens")
@@ -124,7 +124,7 @@ def _image_features(model, args: argparse.Namespace):
     settings = encoder_config(model.config.encoder, args)
     encoder = build_encoder(settings["checkpoint"], settings["layers"], settings["width"], settings["seed"])
     check_fingerprint(model.config, model.folder, encoder_fingerprint(encoder, int(settings["tokens"])),
-                      "made by this encoder (check the --encoder-* flags)")
+                      "the encoder from vlm.json / the --encoder-* flags")
     volume = read_ct(args.image, study_id=args.image.name, check_ct=not args.no_ct_check)
     array = preprocess_volume(volume, settings["spacing"], settings["size"]).array
     with torch.inference_mode():

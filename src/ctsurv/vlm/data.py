@@ -128,7 +128,7 @@ class InstructionDataset(Dataset):
         meta = store.path / "encoder.json"
         if meta.is_file():
             fingerprint = json.loads(meta.read_text(encoding="utf-8")).get("fingerprint")
-            check_fingerprint(model.config, model.folder, fingerprint, str(store.path))
+            check_fingerprint(model.config, model.folder, fingerprint, f"the feature store {store.path}")
         config = model.config
         dataset = cls(records, store, model.tokenizer, config.prompt_format, config.max_length, config.image_token)
         if dataset.n_image_tokens != config.tokens:

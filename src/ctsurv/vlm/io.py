@@ -73,13 +73,17 @@ def save(model: CTVisionLanguageModel, folder: str | Path) -> Path:
 
 def check_fingerprint(config: VLMConfig, model_name: str | Path | None, feature_fingerprint: str | None,
                       store: str = "") -> None:
-    """Refuse features from another image encoder than the one the model was trained on."""
+    """Refuse features from another image encoder than the one the model was trained on.
+
+    ``store`` names the features' source in the message (default "the feature store").
+    """
     if feature_fingerprint is None or config.feature_fingerprint is None:
         return
     if feature_fingerprint != config.feature_fingerprint:
         raise DataError(
-            f"model{' ' + str(model_name) if model_name else ''} was trained on features with encoder fingerprint {config.feature_fingerprint[:16]}, "
-            f"but the feature store{' ' + store if store else ''} has {feature_fingerprint[:16]}: it was made by "
+            f"model{' ' + str(model_name) if model_name else ''} was trained on features with encoder fingerprint "
+            f"{config.feature_fingerprint[:16]}, "
+            f"but {store or 'the feature store'} has {feature_fingerprint[:16]}: it was made by "
             "another image encoder (or other token settings); re-encode with the model's encoder or retrain"
         )
 
