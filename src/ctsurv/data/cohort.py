@@ -26,6 +26,8 @@ validates; ``write_cohort`` / ``read_cohort`` store it with explicit Arrow types
 from __future__ import annotations
 
 import logging
+import math
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -40,6 +42,11 @@ from .tables import ROW, SOURCE, locate
 log = logging.getLogger(__name__)
 
 _SHOWN = 5
+#: Longest plausible follow-up in days (100 years): longer means a wrong unit or a typo.
+MAX_FOLLOWUP_DAYS = 36525.0
+#: Study ids name files and folders (features, caches, instruction data), so they may not
+#: walk out of a folder or hide: no path separators, no "." or ".." and no control characters.
+_UNSAFE_ID = re.compile(r"[/\\\x00-\x1f\x7f]|^\.{1,2}$")
 
 
 def type_clinical(df: pd.DataFrame, clinical: dict) -> pd.DataFrame:
@@ -74,7 +81,28 @@ def type_clinical(df: pd.DataFrame, clinical: dict) -> pd.DataFrame:
             df[name] = values.parse_category(df, name, decl.get("categories") or [])
         else:
             df[name] = values.parse_string(df, name)
+        check_range(df, name, decl)
     return df
+
+
+def check_range(df: pd.DataFrame, name: str, decl: dict) -> None:
+    """Raise a DataError for values of a numeric clinical column outside its declared min/max.
+
+    Ranges are optional (``clinical: {age: {type: int, min: 0, max: 120}}``); a missing
+    value is never out of range.
+    """
+    low, high = decl.get("min"), decl.get("max")
+    if (low is None and high is None) or decl["type"] not in ("int", "float"):
+        return
+    column = pd.to_numeric(df[name], errors="coerce").astype("float64")
+    outside = [
+        i for i, v in enumerate(column.tolist())
+        if not math.isnan(v) and ((low is not None and v < low) or (high is not None and v > high))
+    ]
+    if outside:
+        span = f"[{'-inf' if low is None else low}, {'inf' if high is None else high}]"
+        values.fail_cells(df, outside, name, f"outside the declared range {span}:",
+                          f"correct the value (or its unit), or change min/max of '{name}' under 'clinical' in the config")
 
 
 def standardize(raw: pd.DataFrame, spec: dict) -> pd.DataFrame:
@@ -118,6 +146,19 @@ def _fail(df: pd.DataFrame, rows: list[int], problem: str, fix: str, column: str
     raise DataError(f"{len(rows)} row(s) with {problem}:\n  " + "\n  ".join(lines) + more + f"\nFix: {fix}")
 
 
+def _fail_near_duplicates(df: pd.DataFrame, column: str) -> None:
+    """Ids that differ only in case or surrounding whitespace are one id typed twice."""
+    ids = df[column].astype("string")
+    key = ids.str.strip().str.casefold()
+    spellings = ids.groupby(key, dropna=True).nunique()
+    clashing = set(spellings[spellings > 1].index)
+    if clashing:
+        rows = [i for i, k in enumerate(key.tolist()) if k in clashing]
+        shown = sorted({repr(ids.iat[i]) for i in rows})[: 2 * _SHOWN]
+        _fail(df, rows, f"a {column} that differs from another only in case or spaces ({', '.join(shown)})",
+              f"write each {column} the same way everywhere (ids are compared exactly)", column)
+
+
 def validate_cohort(
     df: pd.DataFrame,
     *,
@@ -138,7 +179,16 @@ def validate_cohort(
     if SOURCE not in df.columns and source is not None:
         df = df.assign(**{SOURCE: str(source)})
     df = df.reset_index(drop=True)
+    if len(df) == 0:
+        where_ = source or "the dataset"
+        raise DataError(f"{where_}: no studies (0 rows); check the dataset's path and that its table has data rows")
     ids = df["study_id"]
+    unsafe = [i for i, s in enumerate(ids.tolist()) if isinstance(s, str) and _UNSAFE_ID.search(s)]
+    if unsafe:
+        _fail(df, unsafe, "a study_id that is not a safe file name (it holds '/', '\\', a control character, or is '.' or '..')",
+              "study ids become file names: use letters, digits, '-', '_' and '.' (e.g. replace '/' by '_')", "study_id")
+    for column in ("study_id", "patient_id"):
+        _fail_near_duplicates(df, column)
     dup = ids.duplicated(keep=False)
     if dup.any():
         rows = [i for i in range(len(df)) if dup.iat[i]]
@@ -172,10 +222,20 @@ def validate_cohort(
                 + "\nFix: check the image paths and the dataset's image_root, or remove the rows"
             )
 
+    shared = df["image"].duplicated(keep=False) & df["image"].notna()
+    if shared.any():
+        rows = [i for i in range(len(df)) if shared.iat[i]]
+        _fail(df, rows, "an image file that another study also uses",
+              "every study needs its own image; check the image paths (a copy-paste error?) or drop the repeated study", "image")
+
     time = pd.to_numeric(df["time"], errors="coerce")
     nonpos = [i for i, t in enumerate(time.tolist()) if pd.notna(t) and t <= 0]
     if nonpos:
         _fail(df, nonpos, "a time that is not positive", "follow-up times must be > 0 (in days); check the unit and the study date", "time")
+    too_long = [i for i, t in enumerate(time.tolist()) if pd.notna(t) and t > MAX_FOLLOWUP_DAYS]
+    if too_long:
+        _fail(df, too_long, f"a follow-up longer than 100 years ({MAX_FOLLOWUP_DAYS:g} days)",
+              "times are in days: check the unit (hours, minutes or seconds?) and the dates", "time")
     event = df["event"]
     bad_event = [i for i, e in enumerate(event.tolist()) if pd.notna(e) and e not in (0, 1)]
     if bad_event:
@@ -204,7 +264,11 @@ def build_cohort(name: str, spec: dict, config: dict) -> pd.DataFrame:
     """
     from .adapters import load_dataset
 
-    df = standardize(load_dataset(name, spec, config), spec)
+    raw = load_dataset(name, spec, config)
+    if len(raw) == 0:
+        raise DataError(f"dataset '{name}': no studies (0 rows) in {spec.get('path') or 'its tables'}; "
+                        "check the dataset's path keys and that the table has data rows")
+    df = standardize(raw, spec)
     if spec.get("use_source_splits"):
         df["split"] = source_splits(df)
     else:

@@ -343,6 +343,12 @@ def read_ct(
             "a CT volume has one grey value per voxel"
         )
     size = image.GetSize()
+    if image.GetDimension() > 3:
+        raise BadImageError(
+            f"{image.GetDimension()}D image",
+            f"{where}: {image.GetDimension()}D image (size {'x'.join(map(str, size))}), e.g. a time series or several "
+            "volumes in one file; a CT volume has 3 axes: save each volume to its own file",
+        )
     if image.GetDimension() != 3 or min(size) < 2:
         raise BadImageError("2D image", f"{where}: 2D image (size {'x'.join(map(str, size))}); a CT volume needs 3 axes of at least 2 voxels")
 
