@@ -188,6 +188,9 @@ def prepare_tokenizer_and_embeddings(tokenizer, decoder, image_token: str = IMAG
     and a zero output row gives the same logits whenever the same decoder is prepared again,
     which is what lets a LoRA model be saved without the (unchanged) base embeddings.
     """
+    if tokenizer.eos_token_id is None:
+        raise DataError("the decoder's tokenizer has no EOS token: answers end with EOS (training) and generation stops "
+                        "at it; set tokenizer.eos_token and save the tokenizer again")
     ensure_pad_token(tokenizer)
     ensure_image_token(tokenizer, image_token)
     old = decoder.get_input_embeddings().weight.shape[0]
