@@ -1,9 +1,14 @@
 # Shared helpers: config validation, dataset lookups, target lists.  No rule lives here.
 
+import os
 from pathlib import Path
 
 from ctsurv.config import validate_config
 
+
+# The checkout the workflow runs from, for envs/main.post-deploy.sh (snakemake --sdm conda
+# installs ctsurv from it into the rules' environment).
+os.environ["CTSURV_SOURCE"] = str(Path(workflow.basedir).resolve())
 
 # Stops the run with a message that names the key and what was expected.
 config = validate_config(config, schema=workflow.source_path("../workflow/schemas/config.schema.yaml"))
