@@ -8,7 +8,8 @@ from ctsurv.config import validate_config
 
 # The checkout the workflow runs from, for envs/main.post-deploy.sh (snakemake --sdm conda
 # installs ctsurv from it into the rules' environment).
-os.environ["CTSURV_SOURCE"] = str(Path(workflow.basedir).resolve())
+# (A write, not a variable the user must set: hence no envvars directive.)
+os.environ.update(CTSURV_SOURCE=str(Path(workflow.basedir).resolve()))
 
 # Stops the run with a message that names the key and what was expected.
 config = validate_config(config, schema=workflow.source_path("../workflow/schemas/config.schema.yaml"))
@@ -43,6 +44,36 @@ def demo_size(wildcards):
     """Number of studies (pretrain) or patients of a demo dataset."""
     key = {"demo_pretrain": "n_pretrain", "demo_lung": "n_lung", "demo_pe": "n_pe"}[wildcards.dataset]
     return config["demo"][key]
+
+
+def pretrained_encoder_file():
+    """The checkpoint rule pretrain_encoder writes, or None when it is not used (a Merlin
+    checkpoint is given, or imaging.encoder.pretrain is false: seeded random weights)."""
+    encoder = config["imaging"]["encoder"]
+    if encoder["checkpoint"] is not None or not encoder.get("pretrain", False):
+        return None
+    dataset = config["imaging"]["pretrain"].get("dataset") or (PRETRAIN_DATASETS[0] if PRETRAIN_DATASETS else None)
+    if dataset not in DATASETS:
+        raise ValueError(f"imaging.pretrain.dataset {dataset!r} is not a dataset of the config; name a pretrain dataset or set imaging.encoder.pretrain: false")
+    return f"results/{dataset}/encoder/encoder.safetensors"
+
+
+def encoder_checkpoint_input(wildcards):
+    """Input of the rules that encode images: the pretrained checkpoint, or nothing."""
+    path = pretrained_encoder_file()
+    return [path] if path else []
+
+
+def encoder_settings():
+    """imaging.encoder with the pretrained checkpoint filled in when pretraining is on."""
+    path = pretrained_encoder_file()
+    return {**config["imaging"]["encoder"], **({"checkpoint": path} if path else {})}
+
+
+def pretrain_phenotypes(wildcards):
+    """The phenotype table of the pretrain dataset (default: the demo generator's)."""
+    path = config["imaging"]["pretrain"].get("phenotypes")
+    return path or f"{config['demo']['outdir']}/{wildcards.dataset}/phenotypes.csv"
 
 
 def all_targets():
