@@ -28,6 +28,67 @@ TIED_TOL = 1e-8
 _CHUNK_CELLS = 2**21
 
 
+class _PairCounter:
+    """Counts weighted comparable and concordant pairs of one (time, event, risk) split.
+
+    Everything that does not depend on the weights (sort orders, partner thresholds, the
+    per-level bucket orders and query bounds) is computed once here, so the bootstrap only
+    gathers and cumulates weights.  See :func:`concordance_sums` for the method.
+    """
+
+    def __init__(self, time, event, risk):
+        time = np.asarray(time, dtype=float)
+        event = np.asarray(event, dtype=bool)
+        risk = np.asarray(risk, dtype=float)
+        n = self.n = len(time)
+        self.order = np.lexsort((~event, time))  # by time; events first among equal times
+        t, e, r = time[self.order], event[self.order], risk[self.order]
+        self.events = np.flatnonzero(e)
+        before = np.searchsorted(t, t[self.events], side="left")
+        events_cum = np.concatenate(([0], np.cumsum(e)))
+        tied_end = np.searchsorted(t, t[self.events], side="right")
+        self.first_partner = before + (events_cum[tied_end] - events_cum[before])
+
+        by_risk = np.argsort(r, kind="stable")
+        rank = np.empty(n, dtype=np.int64)
+        rank[by_risk] = np.arange(n)
+        sorted_risk = r[by_risk]
+        below = np.searchsorted(sorted_risk, r[self.events] - TIED_TOL, side="left")  # risk_j < r_i - tol
+        upto = np.searchsorted(sorted_risk, r[self.events] + TIED_TOL, side="right")  # risk_j <= r_i + tol
+        # Each event asks twice: partners below r_i - tol, and up to r_i + tol (ties count half).
+        k = np.concatenate((below, upto))
+        g = np.concatenate((self.first_partner, self.first_partner))
+        asker = np.concatenate((np.arange(len(self.events)),) * 2)
+        self.levels = []
+        for level in range(max(1, int(n).bit_length())):
+            items = np.flatnonzero(((rank >> level) & 1) == 0)
+            items = items[np.argsort(rank[items] >> (level + 1), kind="stable")]
+            keys = (rank[items] >> (level + 1)) * (n + 1) + items
+            q = np.flatnonzero((k >> level) & 1)
+            bucket = k[q] >> (level + 1)
+            start = np.searchsorted(keys, bucket * (n + 1) + g[q], side="left")
+            end = np.searchsorted(keys, (bucket + 1) * (n + 1), side="left")
+            if len(q):
+                self.levels.append((items, asker[q], start, end))
+
+    def sums(self, weights) -> tuple[np.ndarray, np.ndarray]:
+        """(concordant, comparable), shape (B,), for (B, n) weights."""
+        # (n, B) layout: the gathers below copy contiguous rows of B weights.
+        w = np.ascontiguousarray(np.asarray(weights, dtype=float)[:, self.order].T)
+        n, rows = w.shape
+        w_ev = w[self.events]
+        cum = np.zeros((n + 1, rows))
+        np.cumsum(w[::-1], axis=0, out=cum[1:])
+        suffix = cum[::-1]  # suffix[p] = sum of w over positions >= p
+        comparable = np.einsum("qb,qb->b", w_ev, suffix[self.first_partner])
+        concordant = np.zeros(rows)
+        for items, asker, start, end in self.levels:
+            cum[0] = 0.0
+            np.cumsum(w[items], axis=0, out=cum[1 : len(items) + 1])
+            concordant += 0.5 * np.einsum("qb,qb->b", w_ev[asker], cum[end] - cum[start])
+        return concordant, comparable
+
+
 def concordance_sums(time, event, risk, weights) -> tuple[np.ndarray, np.ndarray]:
     """Weighted concordant and comparable pair counts, one per row of ``weights``.
 
@@ -52,49 +113,7 @@ def concordance_sums(time, event, risk, weights) -> tuple[np.ndarray, np.ndarray
         ``(concordant, comparable)``, each shape (B,); their ratio is the c-index.
         Exact for integer weights (all sums are integers or halves below 2**53).
     """
-    time = np.asarray(time, dtype=float)
-    event = np.asarray(event, dtype=bool)
-    risk = np.asarray(risk, dtype=float)
-    weights = np.asarray(weights, dtype=float)
-    n = len(time)
-    order = np.lexsort((~event, time))  # by time; events first among equal times
-    t, e, r = time[order], event[order], risk[order]
-    w = weights[:, order]
-
-    ev = np.flatnonzero(e)
-    before = np.searchsorted(t, t[ev], side="left")
-    events_cum = np.concatenate(([0], np.cumsum(e)))
-    tied_end = np.searchsorted(t, t[ev], side="right")
-    g = before + (events_cum[tied_end] - events_cum[before])  # first partner position of each event
-
-    by_risk = np.argsort(r, kind="stable")
-    rank = np.empty(n, dtype=np.int64)
-    rank[by_risk] = np.arange(n)
-    sorted_risk = r[by_risk]
-    below = np.searchsorted(sorted_risk, r[ev] - TIED_TOL, side="left")   # risk_j < r_i - tol
-    upto = np.searchsorted(sorted_risk, r[ev] + TIED_TOL, side="right")   # risk_j <= r_i + tol
-
-    w_ev = w[:, ev]
-    suffix = np.concatenate((np.cumsum(w[:, ::-1], axis=1)[:, ::-1], np.zeros((len(w), 1))), axis=1)
-    comparable = (w_ev * suffix[:, g]).sum(axis=1)
-    concordant = np.zeros(len(w))
-    positions = np.arange(n)
-    for level in range(max(1, int(n).bit_length())):
-        # patients with bit `level` of their rank clear, ordered by (bucket, position)
-        items = np.flatnonzero(((rank >> level) & 1) == 0)
-        bucket = rank[items] >> (level + 1)
-        items = items[np.argsort(bucket, kind="stable")]
-        keys = (rank[items] >> (level + 1)) * (n + 1) + positions[items]
-        cum = np.concatenate((np.zeros((len(w), 1)), np.cumsum(w[:, items], axis=1)), axis=1)
-        for k in (below, upto):
-            q = np.flatnonzero((k >> level) & 1)
-            if not len(q):
-                continue
-            qbucket = k[q] >> (level + 1)
-            start = np.searchsorted(keys, qbucket * (n + 1) + g[q], side="left")
-            end = np.searchsorted(keys, (qbucket + 1) * (n + 1), side="left")
-            concordant += 0.5 * (w_ev[:, q] * (cum[:, end] - cum[:, start])).sum(axis=1)
-    return concordant, comparable
+    return _PairCounter(time, event, risk).sums(weights)
 
 
 def _bootstrap_weight_chunks(n: int, n_boot: int, seed: int):
@@ -112,10 +131,11 @@ def _bootstrap_weight_chunks(n: int, n_boot: int, seed: int):
 
 def _bootstrap_cindices(time, event, risks, n_boot: int, seed: int) -> list[np.ndarray]:
     """Per-resample c-index (nan when a resample has no comparable pair) for each risk."""
+    counters = [_PairCounter(time, event, risk) for risk in risks]
     out = [[] for _ in risks]
     for w in _bootstrap_weight_chunks(len(time), n_boot, seed):
-        for acc, risk in zip(out, risks):
-            num, den = concordance_sums(time, event, risk, w)
+        for acc, counter in zip(out, counters):
+            num, den = counter.sums(w)
             with np.errstate(invalid="ignore", divide="ignore"):
                 acc.append(num / den)
     return [np.concatenate(a) if a else np.empty(0) for a in out]
