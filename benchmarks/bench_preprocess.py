@@ -105,7 +105,7 @@ def main() -> None:
             path = Path(tmp) / f"ct{i}.nii{'.gz' if args.gz else ''}"
             write_volume(path, args.shape, args.in_spacing, seed=i)
 
-            t_ours, ours = timed(lambda: preprocess_volume(read_ct(path), args.spacing, args.size).array, args.repeat)
+            t_ours, ours = timed(lambda: preprocess_volume(read_ct(path), args.spacing, args.size, threads=args.threads).array, args.repeat)
             t_monai, ref = timed(lambda: monai_file({"image": str(path)})["image"][0].numpy(), args.repeat)
             worst = max(worst, float(np.abs(ours - ref).max()))
             assert ours.shape == ref.shape, (ours.shape, ref.shape)
@@ -114,7 +114,7 @@ def main() -> None:
             volume = read_ct(path)
             loaded = monai_file.transforms[1](monai_file.transforms[0]({"image": str(path)}))
             image = loaded["image"]
-            t_ours_m, _ = timed(lambda: preprocess_volume(volume, args.spacing, args.size), args.repeat)
+            t_ours_m, _ = timed(lambda: preprocess_volume(volume, args.spacing, args.size, threads=args.threads), args.repeat)
             t_monai_m, _ = timed(lambda: monai_memory({"image": MetaTensor(image.clone(), meta=image.meta)}), args.repeat)
             for k, v in zip(totals, (t_ours, t_monai, t_ours_m, t_monai_m)):
                 totals[k] += v
