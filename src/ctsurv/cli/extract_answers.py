@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..resources import questions_file
 from .checks import int_at_least, non_negative_int, positive_float, positive_int
 
 
@@ -34,8 +35,8 @@ def register(subparsers) -> None:
     parser.add_argument("--model", help="local model folder or GGUF file (transformers) or served model name (openai)")
     parser.add_argument("--gguf-file", help="GGUF file name inside --model (transformers)")
     parser.add_argument("--url", help="base URL of an OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1")
-    parser.add_argument("--questions", type=Path, default=Path("config/questions.yaml"),
-                        help="questions file (default config/questions.yaml)")
+    parser.add_argument("--questions", type=Path, default=questions_file(),
+                        help="questions file (default: the paper's six questions, packaged with ctsurv)")
     parser.add_argument("--out", required=True, type=Path, help="answers table to write (.parquet)")
     parser.add_argument("--cache-dir", type=Path, help="answer cache folder (default: no cache)")
     parser.add_argument("--shard", type=_shard, default=(0, 1), metavar="I/N", help="answer only shard I of N (default 0/1)")

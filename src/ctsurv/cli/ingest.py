@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-SCHEMA = Path(__file__).resolve().parents[3] / "workflow" / "schemas" / "config.schema.yaml"
+from ..resources import config_schema
 
 
 def register(subparsers) -> None:
@@ -17,7 +17,7 @@ def register(subparsers) -> None:
     parser.add_argument("--config", required=True, type=Path, help="config YAML (e.g. config/config.yaml)")
     parser.add_argument("--dataset", required=True, help="a key of 'datasets' in the config")
     parser.add_argument("--out", required=True, type=Path, help="cohort .parquet to write")
-    parser.add_argument("--schema", type=Path, default=SCHEMA, help="config schema (default: the repository's)")
+    parser.add_argument("--schema", type=Path, default=config_schema(), help="config schema (default: ctsurv's)")
     parser.set_defaults(func=run)
 
 

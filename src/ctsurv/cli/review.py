@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-SCHEMA = Path(__file__).resolve().parents[3] / "workflow" / "schemas" / "config.schema.yaml"
+from ..resources import config_schema
+
+CONFIG_HELP = "config YAML (default: config/config.yaml here, else ctsurv's demo config)"
 
 
 def register(subparsers) -> None:
@@ -18,9 +20,9 @@ def register(subparsers) -> None:
     status = actions.add_parser("status", help="approved / corrected / rejected / pending per dataset and question",
                                 description="Validate each dataset's clinician workbook against its answers and count decisions "
                                 "(what apply_review would produce now).")
-    status.add_argument("--config", type=Path, default=Path("config/config.yaml"), help="config YAML (default: config/config.yaml)")
+    status.add_argument("--config", type=Path, default=None, help=CONFIG_HELP)
     status.add_argument("--dataset", action="append", help="only this dataset (repeatable)")
-    status.add_argument("--schema", type=Path, default=SCHEMA, help="config schema (default: the repository's)")
+    status.add_argument("--schema", type=Path, default=config_schema(), help="config schema (default: ctsurv's)")
     status.set_defaults(func=run_status)
 
     update = actions.add_parser("update", help="replace a clinician workbook by a fresh export that keeps every decision",
@@ -28,15 +30,16 @@ def register(subparsers) -> None:
                                 "(changed answers are flagged for review again); the old workbook is kept under reviews/backup/.")
     update.add_argument("dataset")
     update.add_argument("--reviewer", help="only this reviewer's workbook (default: all)")
-    update.add_argument("--config", type=Path, default=Path("config/config.yaml"), help="config YAML (default: config/config.yaml)")
-    update.add_argument("--schema", type=Path, default=SCHEMA, help="config schema (default: the repository's)")
+    update.add_argument("--config", type=Path, default=None, help=CONFIG_HELP)
+    update.add_argument("--schema", type=Path, default=config_schema(), help="config schema (default: ctsurv's)")
     update.set_defaults(func=run_update)
 
 
 def _config(args) -> dict:
     from ..config import load_yaml, validate_config
+    from ..resources import default_config
 
-    return validate_config(load_yaml(args.config), schema=args.schema)
+    return validate_config(load_yaml(args.config or default_config()), schema=args.schema)
 
 
 def _datasets(config: dict, wanted: list[str] | None) -> list[str]:
@@ -84,7 +87,8 @@ def run_update(args) -> int:
 
     from ..extraction.questions import load_questions
     from ..review.clinician import clinician_workbooks, update_clinician_workbook
-    from ..errors import ConfigError
+    from ..errors import ConfigError, CtsurvError
+    from ..resources import questions_for
     from ..review.steps import read_reports
 
     config = _config(args)
@@ -94,9 +98,13 @@ def run_update(args) -> int:
         if args.reviewer not in workbooks:
             raise ConfigError(f"no reviewer '{args.reviewer}' under review.reviewers (have: {', '.join(map(str, workbooks))})")
         workbooks = {args.reviewer: workbooks[args.reviewer]}
-    answers = pd.read_parquet(f"results/{dataset}/qa/answers.parquet")
+    answers_path = Path(f"results/{dataset}/qa/answers.parquet")
+    if not answers_path.is_file():
+        raise CtsurvError(f"{answers_path}: no answers yet; run the workflow up to extract_answers for {dataset} first "
+                          "(run `ctsurv review` in the workflow folder)")
+    answers = pd.read_parquet(answers_path)
     reports = read_reports(f"results/{dataset}/cohort.parquet")
-    questions = load_questions(config["extraction"]["questions"])
+    questions = load_questions(questions_for(config["extraction"]["questions"]))
     for workbook in workbooks.values():
         summary, backup = update_clinician_workbook(answers, reports, questions, workbook)
         print(f"wrote {workbook}: {summary.rows} rows, {summary.carried} decisions kept, {summary.changed} changed answers to review again, "
