@@ -65,12 +65,20 @@ def test_executable_from_a_conda_environment_folder(tmp_path):
         resolve_executable(str(tmp_path))
 
 
-def test_free_port_is_free():
+def test_without_a_port_the_server_gets_a_free_one_in_command_and_url(tmp_path):
     import socket
 
-    port = free_port()
-    with socket.socket() as sock:
-        sock.bind((HOST, port))  # would raise if taken
+    with socket.socket() as busy:  # a port someone listens on is never handed out
+        busy.bind((HOST, 0))
+        busy.listen()
+        taken = busy.getsockname()[1]
+        picked = {free_port() for _ in range(20)}
+        assert taken not in picked
+        server = VllmServer("/models/mistral", tmp_path / "vllm.log")
+    assert server.port != taken and server.url == f"http://{HOST}:{server.port}"
+    assert server.command[server.command.index("--port") + 1] == str(server.port)
+    fixed = VllmServer("/models/mistral", tmp_path / "vllm.log", port=8123)
+    assert fixed.url.endswith(":8123") and fixed.command[fixed.command.index("--port") + 1] == "8123"
 
 
 def test_server_starts_waits_for_health_and_stops(tmp_path):

@@ -36,24 +36,83 @@ def small(seed: int = 0) -> I3ResNet:
     return build_encoder(None, layers=(1, 1, 1, 1), width=8, seed=seed)
 
 
+# Merlin's published image encoder, written down from its description (ResNet-152 inflated
+# to 3D; /work/shared/DESIGN.md "Merlin image encoder"), not from ctsurv's class: stem conv
+# (64, 3, 3, 7, 7); bottleneck stages of 3/8/36/3 blocks with widths 64/128/256/512 and
+# expansion 4 (1x1x1, 3x3x3, 1x1x1 convolutions; a 1x1x1 downsample in each stage's first
+# block); batch-norm keys as in torchvision; no fc (Merlin's heads are separate keys).
+MERLIN_PREFIX = "encode_image.i3_resnet."
+MERLIN_STAGES = [(64, 3), (128, 8), (256, 36), (512, 3)]
+
+
+def merlin_architecture() -> dict[str, tuple[int, ...]]:
+    """Key -> shape of Merlin's I3ResNet-152 state dict (without the checkpoint prefix)."""
+    shapes: dict[str, tuple[int, ...]] = {}
+
+    def batch_norm(name, c):
+        shapes.update({f"{name}.weight": (c,), f"{name}.bias": (c,), f"{name}.running_mean": (c,),
+                       f"{name}.running_var": (c,), f"{name}.num_batches_tracked": ()})
+
+    shapes["conv1.weight"] = (64, 3, 3, 7, 7)
+    batch_norm("bn1", 64)
+    inplanes = 64
+    for stage, (planes, blocks) in enumerate(MERLIN_STAGES, start=1):
+        for b in range(blocks):
+            name = f"layer{stage}.{b}"
+            shapes[f"{name}.conv1.weight"] = (planes, inplanes, 1, 1, 1)
+            batch_norm(f"{name}.bn1", planes)
+            shapes[f"{name}.conv2.weight"] = (planes, planes, 3, 3, 3)
+            batch_norm(f"{name}.bn2", planes)
+            shapes[f"{name}.conv3.weight"] = (4 * planes, planes, 1, 1, 1)
+            batch_norm(f"{name}.bn3", 4 * planes)
+            if b == 0:
+                shapes[f"{name}.downsample.0.weight"] = (4 * planes, inplanes, 1, 1, 1)
+                batch_norm(f"{name}.downsample.1", 4 * planes)
+            inplanes = 4 * planes
+    return shapes
+
+
+def test_architecture_matches_merlins_published_one():
+    spec = merlin_architecture()
+    # 6 stem tensors + 18 per bottleneck x 50 + 6 per downsample x 4: the 930 tensors of the
+    # released Merlin-derived checkpoints (DESIGN.md).
+    assert len(spec) == 6 + 18 * 50 + 6 * 4 == 930
+    with torch.device("meta"):
+        model = I3ResNet()
+    ours = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    assert sorted(set(ours) ^ set(spec)) == []
+    assert {k: s for k, s in ours.items() if spec[k] != s} == {}
+    assert CHECKPOINT_PREFIX == MERLIN_PREFIX
+
+
 def test_full_size_checkpoint_loads_strictly_and_gives_2048x10x7x7(tmp_path):
-    source = I3ResNet()  # PyTorch's default init: random values
-    state = source.state_dict()
-    assert state["conv1.weight"].shape == (64, 3, 3, 7, 7)
-    assert [len(getattr(source, f"layer{i}")) for i in (1, 2, 3, 4)] == [3, 8, 36, 3]
-    assert state["layer1.0.downsample.0.weight"].shape == (256, 64, 1, 1, 1)
-    assert state["layer2.0.conv2.weight"].shape == (128, 128, 3, 3, 3)
-    assert state["layer4.2.conv3.weight"].shape == (2048, 512, 1, 1, 1)
-    assert source.out_channels == 2048
+    gen = torch.Generator().manual_seed(0)
+    weights = {}
+    for key, shape in merlin_architecture().items():
+        if key.endswith("num_batches_tracked"):
+            weights[key] = torch.tensor(7)
+        elif key.endswith("running_var"):
+            weights[key] = torch.rand(shape, generator=gen) + 0.5
+        elif ".bn" in key or key.startswith("bn1") or "downsample.1" in key:
+            weights[key] = torch.rand(shape, generator=gen) * 0.2 + (0.9 if key.endswith("weight") else -0.1)
+        else:  # conv weights, He-scaled so the 50 blocks keep finite activations
+            fan_in = int(np.prod(shape[1:]))
+            weights[key] = torch.randn(shape, generator=gen) * (2 / fan_in) ** 0.5
+    checkpoint = {MERLIN_PREFIX + k: v for k, v in weights.items()}
+    checkpoint[MERLIN_PREFIX + "classifier.weight"] = torch.randn(1692, 2048, 1, 1, 1)
+    checkpoint[MERLIN_PREFIX + "classifier.bias"] = torch.randn(1692)
+    checkpoint["encode_text.linear_layer.weight"] = torch.randn(512, 8)
     path = tmp_path / "merlin.pt"
-    torch.save(merlin_style_checkpoint(source), path)
-    del state
+    torch.save(checkpoint, path)
+    del checkpoint
 
     target = I3ResNet()
+    assert target.out_channels == 2048
     load_merlin_checkpoint(target, path)
-    for key in ("conv1.weight", "layer3.35.bn2.running_var", "layer4.0.downsample.1.weight"):
-        assert torch.equal(target.state_dict()[key], source.state_dict()[key])
-    del source
+    state = target.state_dict()
+    for key in ("conv1.weight", "layer3.35.bn2.running_var", "layer4.0.downsample.1.weight", "layer1.0.bn1.num_batches_tracked"):
+        assert torch.equal(state[key], weights[key])
+    del weights, state
 
     # The one full-size forward of the test suite (about 7-25 s on a CPU; channels-last is faster there).
     target.eval().to(memory_format=torch.channels_last_3d)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
+from ctsurv.demo import generate_demo
 from ctsurv.extraction.quality import score_answers
 from ctsurv.extraction.questions import load_questions
 from ctsurv.extraction.rules import RulesBackend
@@ -19,10 +20,6 @@ PRESENCE_MIN, SIZE_MIN, LOCATION_MIN = 0.90, 0.90, 0.85
 
 @pytest.fixture(scope="module")
 def demo_dir(tmp_path_factory):
-    try:
-        from ctsurv.demo import generate_demo
-    except ImportError:
-        pytest.skip("the demo generator (ctsurv.demo.generate_demo) is not available")
     out = tmp_path_factory.mktemp("demo")
     generate_demo(out, seed=7, n_pretrain=N, n_lung=N, n_pe=N, workers=1, write_labels=False, progress=False)
     return out
