@@ -1,0 +1,162 @@
+r"""The survival branch of the joint model (stage 2).
+
+The decoder's last hidden state is mean-pooled over every non-padding token (clinical
+sentence, image tokens, question and answer) into z; a residual adaptor gives
+:math:`z_{surv} = z + \mathrm{MLP}(z)` and a head turns it into a log-risk (DeepSurv) or K+1
+bin logits (DeepHit).  The loss reuses :mod:`ctsurv.survival`:
+
+.. math:: L_{surv\,branch} = \alpha L_{surv} + \lambda_d L_{dispersion} + \lambda_a L_{alignment}
+
+with the Cox partial likelihood (DeepSurv) or DeepHit's loss, the continuous dispersion on
+event times (DeepSurv) or the discrete one on time bins (DeepHit), and the alignment
+:math:`\lVert z_{surv} - z \rVert^2`; stage 2 adds the language-model loss.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from ..survival.heads import ResidualAdaptor, deephit_head, deepsurv_head
+from ..survival.losses import cox_nll, deephit_loss
+from ..survival.regularizers import alignment, dispersion_continuous, dispersion_discrete
+
+HEADS = ("deepsurv", "deephit")
+
+
+def pool_hidden(last_hidden_state: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Mean of the last hidden state over non-padding tokens.
+
+    Shapes: (B, L, H), (B, L) -> (B, H).  A row without tokens gives zeros, never NaN.
+    """
+    mask = attention_mask.to(last_hidden_state.dtype).unsqueeze(-1)
+    return (last_hidden_state * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
+
+
+class SurvivalBranch(nn.Module):
+    """Residual adaptor plus survival head on the pooled decoder state.
+
+    Args:
+        hidden: decoder hidden size H.
+        head: ``deepsurv`` (one log-risk) or ``deephit`` (``num_bins`` + 1 logits).
+        num_bins: number of cuts K (DeepHit only).
+        bottleneck: hidden width of the adaptor's MLP.
+        head_hidden: hidden widths of the head's MLP (empty: linear head).
+        dropout: dropout in the head's hidden blocks.
+
+    Shapes: forward (B, H) -> (z_surv (B, H), out (B, 1) or (B, K + 1)).
+    """
+
+    def __init__(self, hidden: int, head: str = "deepsurv", num_bins: int | None = None, bottleneck: int = 64,
+                 head_hidden: Sequence[int] = (), dropout: float = 0.0):
+        super().__init__()
+        if head not in HEADS:
+            raise ValueError(f"head must be one of {HEADS}, got {head!r}")
+        if head == "deephit" and (num_bins is None or num_bins < 2):
+            raise ValueError("the DeepHit head needs num_bins >= 2 (the number of time cuts)")
+        self.head_name, self.hidden, self.num_bins, self.bottleneck = head, hidden, num_bins, bottleneck
+        self.adaptor = ResidualAdaptor(hidden, bottleneck)
+        # No batch norm: stage-2 batches are small and the head sees one pooled state per row.
+        kwargs = dict(hidden=tuple(head_hidden), dropout=dropout, batch_norm=False)
+        self.head = deepsurv_head(hidden, **kwargs) if head == "deepsurv" else deephit_head(hidden, num_bins, **kwargs)
+
+    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        z_surv = self.adaptor(z)
+        return z_surv, self.head(z_surv)
+
+    def spec(self) -> dict:
+        """Constructor arguments (saved next to the weights)."""
+        return {"hidden": self.hidden, "head": self.head_name, "num_bins": self.num_bins, "bottleneck": self.bottleneck,
+                "head_hidden": [m.out_features for m in self.head.net if isinstance(m, nn.Linear)][:-1]}
+
+
+@dataclass
+class SurvivalLossWeights:
+    """Weights of the survival-branch terms (config ``stage2.loss``).
+
+    alpha: weight of the survival loss (the paper: 0.5); dispersion, alignment: weights of the
+    regularisers; tau: temperature of the discrete dispersion; deephit_alpha, sigma: DeepHit's
+    own nll/ranking mix and ranking temperature (pycox's defaults).
+    """
+
+    alpha: float = 0.5
+    dispersion: float = 1.0
+    alignment: float = 1.0
+    tau: float = 0.5
+    deephit_alpha: float = 0.2
+    sigma: float = 0.1
+
+    @classmethod
+    def from_config(cls, loss: dict) -> "SurvivalLossWeights":
+        return cls(**{k: float(v) for k, v in loss.items() if k in cls.__dataclass_fields__})
+
+
+def survival_branch_loss(head: str, z: torch.Tensor, z_surv: torch.Tensor, out: torch.Tensor, time: torch.Tensor,
+                         event: torch.Tensor, idx: torch.Tensor | None = None,
+                         weights: SurvivalLossWeights | None = None, memory: tuple | None = None) -> dict:
+    """The survival terms of one batch.
+
+    Args:
+        head: ``deepsurv`` or ``deephit``.
+        z: pooled decoder states (B, H); z_surv: adapted states (B, H); out: head output.
+        time, event: follow-up (B,); idx: DeepHit bin per row (B,) (DeepHit only).
+        weights: term weights.
+        memory: optional ``(log_risk, time, event)`` of recent patients, detached (DeepSurv):
+            they join the Cox risk sets of this batch (see :class:`RiskMemory`).
+
+    Returns:
+        dict with ``surv``, ``dispersion``, ``alignment`` (unweighted) and ``total``
+        (``alpha*surv + dispersion_w*dispersion + alignment_w*alignment``).
+    """
+    w = weights or SurvivalLossWeights()
+    if head == "deepsurv":
+        log_hz = out.reshape(-1)
+        if memory is not None and len(memory[0]):
+            m_risk, m_time, m_event = memory
+            surv = cox_nll(torch.cat([log_hz, m_risk.to(log_hz)]), torch.cat([event.reshape(-1), m_event.to(event.dtype)]),
+                           torch.cat([time.reshape(-1), m_time.to(time.dtype)]))
+        else:
+            surv = cox_nll(log_hz, event, time)
+        disp = dispersion_continuous(z_surv, time, event)
+    elif head == "deephit":
+        if idx is None:
+            raise ValueError("the DeepHit loss needs the time-bin index of each row")
+        surv = deephit_loss(out, idx, event, alpha=w.deephit_alpha, sigma=w.sigma)
+        disp = dispersion_discrete(z_surv, idx, event, tau=w.tau)
+    else:
+        raise ValueError(f"head must be one of {HEADS}, got {head!r}")
+    align = alignment(z_surv, z, event)
+    total = w.alpha * surv + w.dispersion * disp + w.alignment * align
+    return {"surv": surv, "dispersion": disp, "alignment": align, "total": total}
+
+
+@dataclass
+class RiskMemory:
+    """A first-in-first-out bank of recent (detached) log-risks with their follow-up.
+
+    Cox's partial likelihood compares each event with everyone still at risk; a batch of 12
+    patients holds few events and tiny risk sets, so its gradient is noisy.  The bank adds the
+    last ``size`` patients' risks (computed a few steps earlier, no gradient) to each batch's
+    risk sets, the way contrastive learning uses a memory of negatives.
+
+    Attributes:
+        size: patients kept (0 disables the bank).
+    """
+
+    size: int = 0
+    risk: torch.Tensor = field(default_factory=lambda: torch.empty(0))
+    time: torch.Tensor = field(default_factory=lambda: torch.empty(0))
+    event: torch.Tensor = field(default_factory=lambda: torch.empty(0))
+
+    def get(self) -> tuple | None:
+        return (self.risk, self.time, self.event) if self.size and len(self.risk) else None
+
+    def push(self, risk: torch.Tensor, time: torch.Tensor, event: torch.Tensor) -> None:
+        if not self.size:
+            return
+        self.risk = torch.cat([risk.detach().reshape(-1).float().cpu(), self.risk])[: self.size]
+        self.time = torch.cat([time.detach().reshape(-1).float().cpu(), self.time])[: self.size]
+        self.event = torch.cat([event.detach().reshape(-1).float().cpu(), self.event])[: self.size]
