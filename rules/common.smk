@@ -3,7 +3,7 @@
 import os
 from pathlib import Path
 
-from ctsurv.config import validate_config
+from ctsurv.config import check_yaml_files, validate_config
 
 
 # The checkout the workflow runs from, for envs/main.post-deploy.sh (snakemake --sdm conda
@@ -11,7 +11,9 @@ from ctsurv.config import validate_config
 # (A write, not a variable the user must set: hence no envvars directive.)
 os.environ.update(CTSURV_SOURCE=str(Path(workflow.basedir).resolve()))
 
-# Stops the run with a message that names the key and what was expected.
+# Stops the run with a message that names the key and what was expected.  Snakemake's own
+# YAML reader keeps the last of two equal keys silently: re-read the files to refuse that.
+check_yaml_files(workflow.configfiles)
 config = validate_config(config, schema=workflow.source_path("../workflow/schemas/config.schema.yaml"))
 
 DATASETS = list(config["datasets"])

@@ -1,14 +1,19 @@
 """Configuration: validation against the JSON schema with messages a person can act on.
 
 ``validate_config`` fills in the schema's defaults, then reports *every* problem at once,
-each as ``key 'imaging.size': expected ..., got ...``, in a :class:`ConfigError`.
+each as ``key 'imaging.size': expected ..., got ...``, in a :class:`ConfigError`.  The schema
+closes every section (``additionalProperties: false``), so a misspelled key is an error that
+names the closest known key, never a silent fall-back to a default.  :func:`load_yaml`
+refuses a key given twice in one mapping (plain YAML keeps the last one silently).
 """
 
 from __future__ import annotations
 
 import copy
+import difflib
+import string
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import jsonschema
 import yaml
@@ -16,13 +21,43 @@ import yaml
 from .errors import ConfigError
 
 
+class _DuplicateKey(yaml.YAMLError):
+    def __init__(self, key, first, again):
+        super().__init__(f"key '{key}' is given twice in one mapping")
+        self.key, self.first, self.again = key, first, again
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key repeated within one mapping."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            self.flatten_mapping(node)
+            seen: dict = {}
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    if key in seen:
+                        raise _DuplicateKey(key, seen[key], key_node.start_mark)
+                    seen[key] = key_node.start_mark
+                except TypeError:  # an unhashable key: let SafeLoader report it
+                    pass
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_yaml(path: str | Path) -> Any:
+    """Parse a YAML file; a missing file, a syntax error or a duplicate key is a ConfigError."""
     path = Path(path)
     try:
         with open(path, encoding="utf-8") as fh:
-            return yaml.safe_load(fh)
+            return yaml.load(fh, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except FileNotFoundError:
         raise ConfigError(f"{path}: file not found") from None
+    except _DuplicateKey as dup:
+        raise ConfigError(
+            f"{path}, line {dup.again.line + 1}: key '{dup.key}' is given twice in the same mapping (first on line "
+            f"{dup.first.line + 1}); YAML would keep only the last one silently. Remove or merge one of them"
+        ) from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         at = f", line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -45,12 +80,33 @@ def _describe(error: jsonschema.ValidationError) -> str:
         missing = error.message.split("'")[1] if "'" in error.message else error.message
         return f"key '{_key(list(error.absolute_path) + [missing])}' is missing"
     if v == "additionalProperties":
-        return f"key '{key}': {error.message} (check the spelling against workflow/schemas/config.schema.yaml)"
+        return _describe_unknown_keys(error)
     if v == "enum":
         return f"key '{key}': expected one of {error.validator_value}, got {error.instance!r}{hint}"
     if v == "type":
         return f"key '{key}': expected {error.validator_value}, got {error.instance!r}{hint}"
     return f"key '{key}': {error.message}{hint}"
+
+
+def _describe_unknown_keys(error: jsonschema.ValidationError) -> str:
+    known = list((error.schema or {}).get("properties", {})) if isinstance(error.schema, dict) else []
+    unknown = [k for k in (error.instance or {}) if k not in known] if isinstance(error.instance, dict) else []
+    parts = []
+    for name in unknown:
+        path = _key(list(error.absolute_path) + [name])
+        close = difflib.get_close_matches(str(name), known, n=1, cutoff=0.6)
+        hint = f"did you mean '{_key(list(error.absolute_path) + [close[0]])}'?" if close else f"known keys here: {', '.join(known)}"
+        parts.append(f"key '{path}' is not a known key ('{name}' was unexpected; {hint})")
+    if not parts:
+        return f"key '{_key(error.absolute_path)}': {error.message}"
+    return "; ".join(parts) + " (check the spelling against workflow/schemas/config.schema.yaml)"
+
+
+def check_yaml_files(paths: Iterable[str | Path]) -> None:
+    """Parse each file with :func:`load_yaml` for its checks (duplicate keys): the workflow's
+    config files are loaded by Snakemake, whose YAML reader keeps a repeated key silently."""
+    for path in paths:
+        load_yaml(path)
 
 
 def _fill_defaults(instance: Any, schema: dict) -> None:
@@ -95,3 +151,35 @@ def _check_consistency(config: dict) -> None:
     total = sum(float(splits.get(k, 0)) for k in ("train", "val", "test"))
     if abs(total - 1.0) > 1e-6:
         raise ConfigError(f"keys 'splits.train', 'splits.val', 'splits.test' must add up to 1, they add up to {total:g}")
+    problems = []
+    for name, spec in config.get("datasets", {}).items():
+        problems += _sentence_problems(name, spec)
+        for column, decl in (spec.get("clinical") or {}).items():
+            low, high = decl.get("min"), decl.get("max")
+            if low is not None and high is not None and low > high:
+                problems.append(f"key 'datasets.{name}.clinical.{column}': min {low:g} is larger than max {high:g}")
+            if (low is not None or high is not None) and decl.get("type") not in ("int", "float"):
+                problems.append(f"key 'datasets.{name}.clinical.{column}': min/max apply to int and float columns, "
+                                f"not to {decl.get('type')}")
+    if problems:
+        lines = "\n  - ".join(problems)
+        raise ConfigError(f"the configuration has {len(problems)} problem(s):\n  - {lines}")
+
+
+def _sentence_problems(name: str, spec: dict) -> list[str]:
+    """Every {placeholder} of the clinical sentence must be a declared clinical column."""
+    template = spec.get("clinical_sentence") or ""
+    declared = list(spec.get("clinical") or {})
+    key = f"datasets.{name}.clinical_sentence"
+    try:
+        fields = [field for _, field, _, _ in string.Formatter().parse(template) if field is not None]
+    except ValueError as err:
+        return [f"key '{key}': not a valid template ({err}); write placeholders as {{column}} and a literal brace as {{{{ or }}}}"]
+    problems = []
+    for field in dict.fromkeys(fields):
+        if field not in declared:
+            close = difflib.get_close_matches(field, declared, n=1, cutoff=0.6)
+            hint = f"did you mean '{{{close[0]}}}'?" if close else f"declared: {', '.join(declared) or 'none'}"
+            problems.append(f"key '{key}': placeholder '{{{field}}}' is not a declared clinical column ({hint}); "
+                            f"declare it under 'datasets.{name}.clinical' or fix the template")
+    return problems
