@@ -171,6 +171,11 @@ def test_preprocess_ct_never_writes_over_its_input(tmp_path, capsys):
     assert rc == 1 and "would destroy the input" in text
     rc, text = run(["preprocess-ct", image, image / "out.nii.gz"], capsys)
     assert rc == 1 and "is a file" in text
+    series = tmp_path / "dicom"
+    series.mkdir()
+    (series / "IM0001.dcm").write_bytes(b"x")
+    rc, text = run(["preprocess-ct", series, series / "out.nii.gz"], capsys)
+    assert rc == 1 and "inside the input folder" in text and [p.name for p in series.iterdir()] == ["IM0001.dcm"]
     for args in (["--spacing", "nan", "4", "6"], ["--spacing", "0", "1", "1"], ["--size", "0", "1", "1"], ["--input-spacing", "-1", "1", "1"]):
         rc, text = run(["preprocess-ct", image, tmp_path / "out.nii.gz", *args], capsys)
         assert rc == 2 and f"argument {args[0]}" in text

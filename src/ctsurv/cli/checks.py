@@ -101,6 +101,10 @@ def _can_write_in(folder: Path) -> bool:
         return False
 
 
+def _inside(path: Path, folder: Path) -> bool:
+    return Path(os.path.realpath(path)).is_relative_to(os.path.realpath(folder))
+
+
 def _check_writable(path: Path, flag: str, folder: bool) -> None:
     if path.exists():
         if folder and not path.is_dir():
@@ -146,4 +150,7 @@ def check_outputs(
         for source in inputs:
             if _same_file(out, source):
                 raise CtsurvError(f"{flag} {out}: is the input {source}; writing it would destroy the input. Choose another output path")
+            if source.is_dir() and _inside(out, source):
+                raise CtsurvError(f"{flag} {out}: is inside the input folder {source} (e.g. a DICOM series or a cache), "
+                                  "so writing it would change what is read. Choose a path outside it")
         _check_writable(out, flag, is_folder)
