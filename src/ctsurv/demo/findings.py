@@ -321,11 +321,15 @@ def sample_clots(rng: np.random.Generator, *, chronic: bool, subsegmental_only: 
     return clots
 
 
-def sample_pretrain_findings(rng: np.random.Generator, anatomy: Anatomy) -> Findings:
-    """A general chest CT: mostly normal, sometimes a nodule or mass, nodes, effusion."""
-    f = Findings(fat_mm=anatomy.fat_mm, rv_lv_ratio=anatomy.rv_lv_ratio, cardiomegaly=bool(rng.random() < 0.15))
-    if rng.random() < 0.18:
-        f.tumor = _lung_tumor(rng, anatomy, min_mm=8, max_mm=70, median_mm=18.0, vessel_p=0.1)
+def sample_pretrain_findings(rng: np.random.Generator, anatomy: Anatomy, *, clots: list[Clot] = (), cardiomegaly: bool = False) -> Findings:
+    """A general chest CT: mostly normal, sometimes a nodule or mass, nodes, effusion, and
+    the given emboli (drawn with the anatomy's RV/LV ratio) and cardiomegaly (drawn with
+    its heart size) so the volume shows them."""
+    f = Findings(fat_mm=anatomy.fat_mm, rv_lv_ratio=anatomy.rv_lv_ratio, cardiomegaly=cardiomegaly)
+    f.clots = list(clots)
+    # Tumours often enough, and large enough, that necrotic cores are there to learn from.
+    if rng.random() < 0.3:
+        f.tumor = _lung_tumor(rng, anatomy, min_mm=8, max_mm=80, median_mm=24.0, vessel_p=0.1)
     if rng.random() < 0.15:
         stations = list(rng.choice(list(STATIONS), size=int(rng.integers(1, 3)), replace=False))
         f.nodes = _nodes(rng, anatomy, [str(s) for s in stations])
@@ -340,7 +344,7 @@ def sample_pretrain_findings(rng: np.random.Generator, anatomy: Anatomy) -> Find
             f.bone_lesions.append(lesion)
     f.consolidation = str(rng.choice(LOBES)) if rng.random() < 0.15 else None
     f.degenerative_spine = bool(rng.random() < 0.3)
-    _incidental(rng, f, anatomy, emphysema_p=0.3)
+    _incidental(rng, f, anatomy, emphysema_p=0.4)
     return f
 
 

@@ -5,6 +5,7 @@ Layout of ``{outdir}/{dataset}/``::
     manifest.csv            study_id, patient_id, image, report, time, event, clinical columns
     gold_answers.parquet    study_id, question_id, answer, present, size_mm, location
     truth.parquet           study_id, patient_id, log_hazard and its parts, latent fields
+    phenotypes.csv          study_id and 0/1 EHR-like codes (see ctsurv.demo.phenotypes)
     images/<study_id>.nii.gz  int16 HU, stored in varied orientations and spacings
     labels/<study_id>.nii.gz  uint8 tissue labels on the same grid (ids in README.md)
     README.md
@@ -28,7 +29,8 @@ from ..errors import ConfigError
 from .cohort import CLINICAL_COLUMNS, DEMO_KINDS, FOLLOW_UP, StudyPlan, gold_rows, plan_dataset
 from .gold import gold_frame
 from .nifti import write_volume
-from .phantom import TISSUES, render
+from .phantom import render
+from .phenotypes import phenotype_frame
 from .readme import dataset_readme
 
 log = logging.getLogger(__name__)
@@ -126,6 +128,7 @@ def generate_dataset(
     gold_frame(gold_rows(plans)).to_parquet(work / "gold_answers.parquet", index=False)
     truth = truth_frame(plans)
     truth.to_parquet(work / "truth.parquet", index=False)
+    phenotype_frame(truth).to_csv(work / "phenotypes.csv", index=False)
     (work / "README.md").write_text(dataset_readme(name, kind, manifest, truth, seed), encoding="utf-8")
 
     if final.exists():

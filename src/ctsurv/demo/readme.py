@@ -6,12 +6,16 @@ import pandas as pd
 
 from .cohort import FOLLOW_UP
 from .phantom import TISSUES
+from .phenotypes import PHENOTYPES
 
 _ABOUT = {
     "pretrain": (
         "General chest CTs in the manner of CT-RATE: reports with findings and impression, "
         "no follow-up.  About a quarter of the patients have a second reconstruction "
-        "(`_a_2`: same anatomy and report, another in-plane grid)."
+        "(`_a_2`: same anatomy and report, another in-plane grid).  Unlike the survival "
+        "cohorts' reports, these describe emphysema and its extent, body habitus and "
+        "subcutaneous fat, and a tumour's necrotic core, so that an encoder pre-trained on them "
+        "(with `phenotypes.csv`) learns to see what carries image-only risk elsewhere."
     ),
     "lung": (
         "Lung cancer patients, one contrast CT each.  Every patient has a primary tumour; "
@@ -35,7 +39,7 @@ _HAZARD = {
   clinical   = stage effect {1: 0, 2: 0.7, 3: 1.4, 4: 2.2} + 0.04 (age - 67)
                + smoking {never: -0.2, former: 0, current: 0.25} + 0.15 [male]
   findings   = 0.012 (tumour size mm - 35) + 0.1 (number of enlarged node stations)
-  image_only = 0.45 (necrosis_fraction - 0.2) / 0.1 - 0.45 (fat_mm - 18) / 7""",
+  image_only = 0.3 (necrosis_fraction - 0.2) / 0.1 - 0.3 (fat_mm - 18) / 7""",
     "pe": """log_hazard = clinical + findings + image_only
   clinical   = 0.012 (age - 62) + 0.008 (pulse - 88) + 0.03 (respiratory_rate - 18)
                - 0.006 (mean_arterial_pressure - 90)
@@ -46,7 +50,7 @@ _HAZARD = {
 }
 
 _IMAGE_ONLY = {
-    "lung": "the necrotic (low-density, 5-25 HU) core of the tumour and the thickness of the subcutaneous fat (thin fat: cachexia)",
+    "lung": "the necrotic (low-density, -5 to 20 HU) core of the tumour and the thickness of the subcutaneous fat (thin fat: cachexia)",
     "pe": "the thickness of the subcutaneous fat (thin fat: cachexia) and the extent of emphysema (never mentioned in these reports)",
 }
 
@@ -87,9 +91,15 @@ def dataset_readme(name: str, kind: str, manifest: pd.DataFrame, truth: pd.DataF
         "bones question covers every osseous lesion and degenerative change.",
         "- `truth.parquet`: `study_id, patient_id`, the latent fields (tumour lobe, size, "
         "centre in LPS mm, necrosis fraction, invaded vessel, node stations, metastasis sites, "
-        "bone lesions, clots, RV/LV ratio, emphysema fraction, fat thickness, orientation, "
-        "spacing, size)",
+        "bone lesions, clots, RV/LV ratio, emphysema fraction, fat thickness, effusion depth, "
+        "cardiomegaly, consolidation, coronary calcification, orientation, spacing, size)",
     ]
+    phenotypes = (
+        "- `phenotypes.csv`: `study_id`, then one 0/1 EHR-like code per column, set from the "
+        "latent fields (so it matches the volume): "
+        + "; ".join(f"`{name}` ({code}: {meaning})" for name, (code, meaning, _) in PHENOTYPES.items())
+        + "."
+    )
     if kind in FOLLOW_UP:
         lines[-1] += (
             ", and the true `log_hazard` with its parts `log_hazard_clinical`, "
@@ -98,6 +108,7 @@ def dataset_readme(name: str, kind: str, manifest: pd.DataFrame, truth: pd.DataF
             "`time`/`event`."
         )
         lines += [
+            phenotypes,
             "",
             "## Hazard",
             "",
@@ -113,6 +124,7 @@ def dataset_readme(name: str, kind: str, manifest: pd.DataFrame, truth: pd.DataF
         ]
     else:
         lines[-1] += "."
+        lines.append(phenotypes)
     lines += ["", "## Tissue labels", "", "| id | tissue | HU range of its mean |", "|---|---|---|"]
     lines += [f"| {spec[0]} | {tissue} | {spec[1]:g} to {spec[2]:g} |" for tissue, spec in TISSUES.items()]
     return "\n".join(lines) + "\n"

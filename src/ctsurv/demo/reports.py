@@ -4,8 +4,13 @@ Each of the six question topics is written by one function that returns the sent
 adds (tagged with the report section they belong to) and the topic's gold answer, so the
 gold answer is by construction the report's own wording.  Prose varies by synonyms,
 sentence templates, units (mm or cm), abbreviations, optional station numbers and
-omitted normal findings.  Latent image features (tumour necrosis, subcutaneous fat, and
-in the embolism cohort emphysema) are never written.
+omitted normal findings.
+
+What carries image-only risk in the survival cohorts (emphysema and its extent, body
+habitus and subcutaneous fat, a necrotic tumour core) is described only in the "pretrain"
+style, in ordinary radiology words graded like the phenotype codes of
+:mod:`ctsurv.demo.phenotypes`, so an encoder pre-trained on those reports can learn to
+see it; the survival styles never write it (as INSPECT's short impressions do not).
 
 Report styles: "pretrain" (general chest CT, long descriptive findings as in CT-RATE),
 "lung" (lung cancer staging CT) and "pe" (CT pulmonary angiogram).
@@ -18,9 +23,10 @@ import numpy as np
 from .anatomy import LOBE_ABBREV, STATIONS
 from .findings import Findings
 from .gold import GoldAnswer, not_mentioned
+from .phenotypes import CACHEXIA_FAT_MM, NECROTIC_TUMOR, OBESITY_FAT_MM, RV_STRAIN, SEVERE_EMPHYSEMA
 
 # Sections in reading order.
-_ORDER = ("history", "technique", "pe", "lungs", "airways", "pleura", "mediastinum", "vessels", "heart", "abdomen", "bones")
+_ORDER = ("history", "technique", "pe", "lungs", "airways", "pleura", "mediastinum", "vessels", "heart", "abdomen", "bones", "soft_tissues")
 
 
 class _Writer:
@@ -98,7 +104,10 @@ def _primary_tumor(w: _Writer, f: Findings) -> None:
         f"{_cap(margin)} soft tissue {kind} is seen in the {lobe}, measuring {size}.",
         f"In the {lobe}, a {margin} {kind} of {size} is noted.",
     ]
-    text = w.add("lungs", w.pick(templates))
+    text = w.pick(templates)
+    if w.style == "pretrain":
+        text = text[:-1] + _tumor_texture(w, t.necrosis) + "."
+    w.add("lungs", text)
     w.gold[qid] = GoldAnswer(qid, text, True, float(t.size_mm), t.lobe)
     if w.style == "lung":
         w.impression.append(f"{_cap(t.lobe)} {kind}, consistent with the known primary lung malignancy.")
@@ -106,6 +115,17 @@ def _primary_tumor(w: _Writer, f: Findings) -> None:
         w.impression.append(f"{_cap(t.lobe)} {kind} ({w.size(t.size_mm)}), suspicious for malignancy; tissue sampling recommended.")
     else:
         w.impression.append(f"{_cap(t.lobe)} {kind}, further evaluation is recommended.")
+
+
+def _tumor_texture(w: _Writer, necrosis: float) -> str:
+    """A clause on the tumour's necrotic core (no number: a size would be read as the tumour's)."""
+    if necrosis >= 0.4:
+        return w.pick([", with a large central necrotic core", ", largely necrotic with only a thin enhancing rim", ", with extensive central necrosis"])
+    if necrosis >= NECROTIC_TUMOR:
+        return w.pick([", with central necrosis", ", with a hypoattenuating necrotic centre", ", showing central low attenuation consistent with necrosis"])
+    if necrosis > 0.02:
+        return w.pick([", with a small focus of central necrosis", ", with minimal central low attenuation"])
+    return w.pick([", homogeneously enhancing without necrosis", ", solid and homogeneous", ""])
 
 
 def _lymph_nodes(w: _Writer, f: Findings) -> None:
@@ -356,18 +376,18 @@ def _vessels(w: _Writer, f: Findings) -> None:
 def _other(w: _Writer, f: Findings) -> None:
     if w.style == "pretrain" and w.chance(0.7):
         w.add("airways", w.pick(["Trachea and both main bronchi are patent.", "The trachea and main bronchi are open; no endobronchial lesion.", "Central airways are patent."]))
-    if f.emphysema_fraction > 0.08 and w.style != "pe":
-        extent = "Extensive" if f.emphysema_fraction > 0.2 else w.pick(["Mild", "Moderate"])
-        w.add("lungs", w.pick([f"{extent} centrilobular emphysema, predominantly in the upper lobes.", f"{extent} emphysematous changes in both lungs."]))
-        if w.style == "pretrain":
-            w.impression.append("Emphysema.")
-    elif w.style != "pe" and w.chance(0.4):
-        w.add("lungs", w.pick(["Aeration of both lungs is normal.", "The lungs are clear."]))
+    if w.style == "pretrain":
+        _emphysema(w, f.emphysema_fraction)
+    elif w.chance(0.3):
+        w.add("lungs", w.pick(["The lungs are clear.", "No consolidation."]))
     if f.consolidation is not None:
         w.add("lungs", w.pick([f"Consolidation in the {f.consolidation}.", f"Patchy consolidation is seen in the {f.consolidation}, likely infectious."]))
         w.impression.append(f"{_cap(f.consolidation)} consolidation, likely pneumonia.")
     if f.granuloma is not None:
         w.add("lungs", w.pick([f"A small calcified granuloma in the {f.granuloma}.", f"Calcified granuloma in the {f.granuloma}, benign."]))
+    if w.style == "pretrain" and f.rv_lv_ratio > RV_STRAIN:
+        w.add("heart", w.pick(["The right ventricle is dilated, with an enlarged RV/LV ratio.", "Right ventricular enlargement, suggesting right heart strain."]))
+        w.impression.append("Right ventricular dilation.")
     if w.style == "pe":
         r = f.rv_lv_ratio
         if r > 1.0 and w.chance(0.8):
@@ -383,6 +403,66 @@ def _other(w: _Writer, f: Findings) -> None:
         w.add("heart", w.pick(["Coronary artery calcifications.", "Calcified atherosclerotic plaques in the coronary arteries."]))
     if f.hiatal_hernia:
         w.add("abdomen", w.pick(["Small hiatal hernia.", "A sliding hiatal hernia is noted."]))
+    if w.style == "pretrain":
+        _habitus(w, f.fat_mm)
+
+
+def _emphysema(w: _Writer, fraction: float) -> None:
+    """Emphysema and its extent, graded as the phenotype codes are (pretrain style only)."""
+    if fraction <= 0:
+        w.add("lungs", w.pick(["Aeration of both lungs is normal; no emphysema.", "The lungs are clear, with normal parenchymal attenuation.", "No emphysema.", "Normal lung density without emphysematous change."]))
+        return
+    percent = int(round(100 * fraction / 5.0) * 5) or 5
+    if fraction >= SEVERE_EMPHYSEMA:
+        grade = w.pick(["Severe", "Extensive", "Advanced"])
+    elif fraction >= 0.08:
+        grade = "Moderate"
+    else:
+        grade = w.pick(["Mild", "Minimal", "Trace"])
+    w.add(
+        "lungs",
+        w.pick(
+            [
+                f"{grade} centrilobular emphysema, predominantly in the upper lobes.",
+                f"{grade} emphysematous changes in both lungs, with upper lobe predominance.",
+                f"{grade} emphysema with areas of low attenuation involving about {percent}% of the lung volume.",
+                f"Low-attenuation areas of {grade.lower()} emphysema, most pronounced in the upper zones.",
+            ]
+        ),
+    )
+    w.impression.append(f"{grade} emphysema.")
+
+
+def _habitus(w: _Writer, fat_mm: float) -> None:
+    """Body habitus and subcutaneous fat, graded as the phenotype codes are (pretrain only)."""
+    mm = int(round(fat_mm))
+    if fat_mm < CACHEXIA_FAT_MM:
+        sentence = w.pick(
+            [
+                "Paucity of subcutaneous fat, in keeping with cachexia.",
+                f"Marked paucity of subcutaneous fat (about {mm} mm over the anterior chest wall) and reduced muscle bulk, suggesting cachexia.",
+                "Thin body habitus with very little subcutaneous adipose tissue.",
+            ]
+        )
+        w.impression.append("Cachexia.")
+    elif fat_mm < 15.0:
+        sentence = w.pick(["Thin subcutaneous fat layer.", f"Slender body habitus; subcutaneous fat measures about {mm} mm."])
+    elif fat_mm <= 21.0:
+        if w.chance(0.4):
+            return
+        sentence = w.pick(["Normal body habitus.", "Subcutaneous fat of normal thickness.", f"Subcutaneous fat measures about {mm} mm, within normal limits."])
+    elif fat_mm <= OBESITY_FAT_MM:
+        sentence = w.pick(["Prominent subcutaneous fat.", f"Generous subcutaneous adipose tissue, about {mm} mm thick."])
+    else:
+        sentence = w.pick(
+            [
+                "Abundant subcutaneous adipose tissue, in keeping with obesity.",
+                f"Thick subcutaneous fat layer (about {mm} mm), consistent with obese body habitus.",
+                "Large body habitus with abundant subcutaneous fat.",
+            ]
+        )
+        w.impression.append("Obese body habitus.")
+    w.add("soft_tissues", sentence)
 
 
 _HISTORY = {
