@@ -217,6 +217,8 @@ def test_encoders_check_numbers_and_outputs(tmp_path, capsys):
         assert rc == 2 and f"argument {args[0]}" in text
     rc, text = run(["encode-images", cache, cache], capsys)
     assert rc == 1 and "would destroy the input" in text
+    rc, text = run(["encode-images", tmp_path / "no_cache", tmp_path / "features"], capsys)
+    assert rc == 1 and "cache folder not found" in text
     table = tmp_path / "t.csv"
     pd.DataFrame({"id": ["a"], "s": ["A 60-year-old."]}).to_csv(table, index=False)
     rc, text = run(["encode-texts", table, "--id-column", "id", "--text-column", "s", "--out", table], capsys)

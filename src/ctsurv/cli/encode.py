@@ -48,6 +48,13 @@ def _encode_images(args: argparse.Namespace) -> int:
     from ..imaging.merlin import build_encoder
     from .checks import check_outputs
 
+    from pathlib import Path
+
+    from ..errors import CtsurvError
+
+    if not Path(args.cache_dir).is_dir():
+        raise CtsurvError(f"{args.cache_dir}: preprocessed cache folder not found (write it with the workflow's "
+                          "preprocess_ct rule, results/<dataset>/ct)")
     check_outputs(inputs=[args.cache_dir, args.checkpoint], folders=[("OUT_DIR", args.out_dir)])
     full = args.checkpoint is not None
     layers = args.layers or ([3, 8, 36, 3] if full else [1, 1, 1, 1])
