@@ -99,3 +99,14 @@ def test_a_4d_image_is_not_called_2d(tmp_path):
     with pytest.raises(DataError) as err:
         read_ct(path)
     assert "4D image" in str(err.value) and "2D" not in str(err.value) and "own file" in str(err.value)
+
+
+def test_the_demo_configs_vital_ranges_catch_celsius(tmp_path, repo):
+    from ctsurv.config import load_yaml
+
+    clinical = load_yaml(repo / "config" / "config.yaml")["datasets"]["demo_pe"]["clinical"]
+    path = dataset(tmp_path, temperature=["98.6", "37.0", "99.1", "97.9"])
+    spec = {"adapter": "manifest", "role": "survival", "path": path, "clinical": {"temperature": clinical["temperature"]}}
+    with pytest.raises(DataError, match=r"outside the declared range \[80, 115\]") as err:
+        build_cohort("pe", spec, {"splits": SPLITS})
+    assert "row 3, study 's1', column 'temperature'" in str(err.value)
