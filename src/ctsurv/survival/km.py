@@ -53,11 +53,37 @@ def km_figure(time, event, test_risk, train_risk, path: str | Path, title: str =
     Returns:
         dict with threshold, n_high, n_low, logrank_p, time_scale (the normalising time).
     """
+    return km_panels([(title, time, event, test_risk, train_risk)], path, min_at_risk)[0]
+
+
+def km_panels(panels, path: str | Path, min_at_risk: int = 5) -> list[dict]:
+    """Several Kaplan-Meier panels side by side in one figure (e.g. with / without pre-training).
+
+    Args:
+        panels: ``(title, time, event, test_risk, train_risk)`` per panel (see :func:`km_figure`).
+        path: output image.
+        min_at_risk: stop each curve where fewer patients remain at risk.
+
+    Returns:
+        The numbers of each panel, as :func:`km_figure` returns them.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    fig, axes = plt.subplots(2, len(panels), figsize=(6 * len(panels), 5), height_ratios=[4, 1], sharex=True, squeeze=False)
+    stats = [_draw(axes[0, i], axes[1, i], *panel, min_at_risk=min_at_risk) for i, panel in enumerate(panels)]
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return stats
+
+
+def _draw(ax, table, title, time, event, test_risk, train_risk, min_at_risk: int = 5) -> dict:
+    """One panel: the two risk groups' curves on ``ax``, numbers at risk on ``table``."""
     time, event = check_time_event(time, event, what="test split")
     if len(time) < 2:
         raise DataError(f"test split: {len(time)} patients, too few for a Kaplan-Meier figure")
@@ -65,7 +91,6 @@ def km_figure(time, event, test_risk, train_risk, path: str | Path, title: str =
     p = logrank_p(time, event, high)
     scale = float(time.max())
     tn = time / scale
-    fig, (ax, table) = plt.subplots(2, 1, figsize=(6, 5), height_ratios=[4, 1], sharex=True)
     groups = [("low risk", ~high, "tab:blue"), ("high risk", high, "tab:red")]
     for row, (label, mask, color) in enumerate(groups):
         if not mask.any():
@@ -95,9 +120,4 @@ def km_figure(time, event, test_risk, train_risk, path: str | Path, title: str =
     table.set_title("number at risk", fontsize=9, loc="left")
     for side in ("top", "right", "left"):
         table.spines[side].set_visible(False)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
     return {"threshold": threshold, "n_high": int(high.sum()), "n_low": int((~high).sum()), "logrank_p": p, "time_scale": scale}

@@ -465,3 +465,70 @@ def predict_questions(model: CTSurvivalVLM, tables: Mapping[str, pd.DataFrame], 
             table["surv_at_cuts"] = list(surv)
         frames.append(table.drop(columns=["answer"]))
     return pd.concat(frames, ignore_index=True)
+
+
+# ----------------------------------------------------------------------------- workflow steps
+
+
+def run_stage2(instructions: Mapping[str, str | Path], cohort: pd.DataFrame, store_path: str | Path, head: str,
+               pretrain: str, stage2: Mapping, vlm: Mapping, out: str | Path, stage1_dir=None, decoder_path=None,
+               restart: bool = False) -> dict:
+    """Train one stage-2 model and publish it to ``out`` (as stage 1 does).
+
+    The checkpoints live in ``out.train/`` beside the model, so that Snakemake (which deletes
+    a rule's outputs before re-running it) never deletes an interrupted run's checkpoints;
+    they are deleted once the run completes.
+
+    Args:
+        stage2: the config's ``vlm.stage2`` section (:class:`Stage2Settings` keys and ``train``).
+        vlm: the config's ``vlm`` section (projector, weights, stage1's LoRA settings for
+            ``without``).
+    """
+    import shutil
+
+    from .stage1 import publish, training_dir
+    from .trainer import TrainSettings
+
+    out = Path(out)
+    work = training_dir(out)
+    settings = Stage2Settings.from_config(stage2)
+    train_settings = TrainSettings.from_dict(stage2["train"])
+    stage1 = vlm.get("stage1", {})
+    options = {"projector": vlm.get("projector", "linear"),
+               "lora": None if stage1.get("full_finetune") else stage1.get("lora")}
+    summary = train_stage2(instructions, cohort, store_path, head, pretrain, settings, train_settings, work,
+                           stage1_dir=stage1_dir, decoder_path=decoder_path, vlm_options=options,
+                           restart=restart or bool(stage2.get("restart")))
+    publish(work, out)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    shutil.rmtree(work / "checkpoints", ignore_errors=True)
+    return summary
+
+
+def predict_stage2(model_dir: str | Path, instructions: Mapping[str, str | Path], cohort: pd.DataFrame,
+                   store_path: str | Path, out_questions: str | Path, out_predictions: str | Path,
+                   out_survival: str | Path, batch_size: int = 32, max_new_tokens: int = 48,
+                   generate_splits=("val", "test")) -> dict:
+    """Six questions per patient -> per-question and per-patient predictions (see the module docstring).
+
+    Writes ``out_questions`` (study_id, question_id, split, time, event, risk, generated,
+    reference, human, and DeepHit's surv_at_cuts), ``out_predictions`` (one row per patient:
+    the mean risk) and ``out_survival`` (per-patient curves on a time grid).
+    """
+    from .ensemble import patient_tables
+
+    started = _time.perf_counter()
+    model = load_stage2(model_dir, feature_fingerprint=_store_fingerprint(store_path))
+    tables, followup, feats, ids = load_split_data(instructions, cohort, store_path)
+    per_q = predict_questions(model, tables, followup, feats, ids, generate_splits, batch_size, max_new_tokens)
+    n_questions = int(per_q.groupby("study_id").size().max())
+    patients, survival = patient_tables(per_q, model.head, model.cuts, expected=n_questions)
+    for path in (out_questions, out_predictions, out_survival):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    per_q.to_parquet(out_questions, index=False)
+    patients.to_parquet(out_predictions, index=False)
+    survival.to_parquet(out_survival, index=False)
+    summary = {"patients": len(patients), "questions": len(per_q), "generated": int(per_q["generated"].notna().sum()),
+               "seconds": round(_time.perf_counter() - started, 2)}
+    log.info("stage-2 predictions: %s", summary)
+    return summary

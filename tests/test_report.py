@@ -1,0 +1,106 @@
+"""Results report: Table 2 on a tiny run (baselines + ours + oracle), Fig. 3, the page, BERTScore."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ctsurv.report.bertscore import answer_bertscore, sample_pairs
+from ctsurv.report.paper import dataset_table, pretraining_figure, results_page
+from ctsurv.survival.evaluation import breslow_survival, evaluate_predictions, survival_table
+
+
+def _run_files(folder, study, split, time, event, risk, train_mask, questions=False):
+    folder.mkdir(parents=True)
+    pred = pd.DataFrame({"study_id": study, "split": split, "time": time, "event": event, "risk": risk})
+    grid = np.linspace(0, time.max(), 20)
+    surv = survival_table(study, grid, breslow_survival(risk[train_mask], time[train_mask], event[train_mask], risk, grid))
+    metrics = evaluate_predictions(pred, surv, folder / "km.png", n_boot=200)
+    if questions:
+        metrics["bertscore"] = {"f1": 0.87, "n_pairs": 10}
+    pred.to_parquet(folder / "predictions.parquet")
+    (folder / "metrics.json").write_text(json.dumps(metrics), encoding="utf-8")
+    return folder / "predictions.parquet", folder / "metrics.json"
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("report")
+    rng = np.random.default_rng(1)
+    n = 300
+    clinical, image = rng.normal(size=n), rng.normal(size=n)
+    log_hz = 0.3 * clinical + 1.5 * image
+    t_event = rng.exponential(np.exp(-log_hz)) * 100
+    t_cens = rng.uniform(20, 300, n)
+    time, event = np.minimum(t_event, t_cens), (t_event <= t_cens).astype(int)
+    split = np.array(["train"] * 200 + ["val"] * 20 + ["test"] * 80)
+    study = np.array([f"s{i:03d}" for i in range(n)])
+    train = split == "train"
+    pd.DataFrame({"study_id": study, "log_hazard": log_hz}).to_parquet(tmp / "truth.parquet")
+    noise = lambda s: rng.normal(scale=s, size=n)  # noqa: E731
+    risks = {"baselines/coxph_clinical": clinical, "baselines/deepsurv_image": image + noise(1.0),
+             "stage2/deepsurv_with": log_hz + noise(0.3), "stage2/deepsurv_without": image + noise(0.8)}
+    files = {k: _run_files(tmp / k, study, split, time, event, r, train, k.startswith("stage2")) for k, r in risks.items()}
+    return tmp, files
+
+
+def test_table2_rows_columns_and_tests(tiny_run):
+    tmp, files = tiny_run
+    base = [files["baselines/coxph_clinical"], files["baselines/deepsurv_image"]]
+    ours = [files["stage2/deepsurv_with"], files["stage2/deepsurv_without"]]
+    table, md = dataset_table([b[0] for b in base], [b[1] for b in base], [o[0] for o in ours], [o[1] for o in ours],
+                              "tiny", truth_path=tmp / "truth.parquet", n_boot=300)
+    assert table["method"].tolist() == ["CoxPH", "DeepSurv", "Ours (DeepSurv)", "Ours (DeepSurv)", "oracle (known hazard)"]
+    by = table.set_index(table["method"] + "/" + table["pretrain"].map(lambda v: "None" if v is None or v != v else str(bool(v))))
+    w, wo = by.loc["Ours (DeepSurv)/True"], by.loc["Ours (DeepSurv)/False"]
+    assert w["report"] and w["clinical"] and w["image"] and w["bertscore"] == pytest.approx(0.87)
+    cox = by.loc["CoxPH/None"]
+    assert cox["clinical"] and not cox["image"] and pd.isna(cox["bertscore"])
+    assert not by.loc["DeepSurv/None", "clinical"] and by.loc["DeepSurv/None", "image"]
+    # the hazard is mostly in the image: ours with pre-training beats the clinical CoxPH clearly
+    assert w["c_index"] > cox["c_index"] + 0.1 and w["p_vs_coxph"] < 0.05
+    assert w["best_baseline"] == "deepsurv_image" and w["p_vs_best_baseline"] < 0.05 and w["diff_vs_best_baseline"] > 0
+    assert w["c_index"] >= wo["c_index"]
+    assert w["ci_low"] < w["c_index"] < w["ci_high"] and w["n_test"] == 80
+    assert pd.isna(cox["p_vs_coxph"]) and pd.isna(by.loc["DeepSurv/None", "p_vs_best_baseline"])
+    assert "| Ours (DeepSurv) | clinical sentence + image + questions | ✓ | ✓ | ✓ | ✓ |" in md
+    assert "| CoxPH | clinical table | – | ✗ | ✓ | ✗ |" in md
+    page = results_page([table], [md], ["tiny_fig3.png"])
+    note = page.split("## Closing note")[1]
+    assert "tiny: CoxPH (clinical)" in note and "with pre-training" in note and "oracle (known hazard)" in note
+    assert "![tiny_fig3](tiny_fig3.png)" in page
+
+
+def test_pretraining_figure(tiny_run, tmp_path):
+    _, files = tiny_run
+    stats = pretraining_figure(files["stage2/deepsurv_with"][0], files["stage2/deepsurv_without"][0], tmp_path / "f.png",
+                               "tiny DeepSurv")
+    assert (tmp_path / "f.png").stat().st_size > 5000 and len(stats) == 2
+    assert stats[0]["n_high"] + stats[0]["n_low"] == 80 and stats[0]["logrank_p"] < 0.05
+
+
+def test_breslow_matches_scikit_survival_coxph():
+    from sksurv.linear_model import CoxPHSurvivalAnalysis
+    from sksurv.util import Surv
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(80, 2))
+    t = rng.exponential(np.exp(-x[:, 0])) + 0.01
+    e = rng.random(80) < 0.8
+    model = CoxPHSurvivalAnalysis().fit(x, Surv.from_arrays(e, t))
+    times = np.quantile(t, [0.1, 0.5, 0.9])
+    ours = breslow_survival(model.predict(x), t, e, model.predict(x[:3]), times)
+    theirs = np.stack([fn(times) for fn in model.predict_survival_function(x[:3])])
+    assert ours == pytest.approx(theirs, abs=1e-10)
+
+
+def test_bertscore_on_seeded_pairs():
+    table = pd.DataFrame({"question_id": ["q1", "q2"] * 5, "generated": ["no pleural effusion", "tumor in the left lung"] * 5,
+                          "reference": ["no pleural effusion", "bone lesion in the spine"] * 5})
+    assert sample_pairs(table, n=4, seed=1).equals(sample_pairs(table, n=4, seed=1)) and len(sample_pairs(table, 4)) == 4
+    res = answer_bertscore(table, n=500, seed=0)
+    assert res["n_pairs"] == 10
+    assert res["per_question"]["q1"] == pytest.approx(1.0, abs=1e-4) and res["per_question"]["q2"] < 0.9
