@@ -11,7 +11,9 @@ rule evaluate_baseline:
         survival="results/{dataset}/baselines/{model}_{modality}/survival.parquet",
     output:
         metrics="results/{dataset}/baselines/{model}_{modality}/metrics.json",
-        km="results/{dataset}/baselines/{model}_{modality}/km.png",
+        km=report("results/{dataset}/baselines/{model}_{modality}/km.png", caption="../workflow/report/km_baseline.rst",
+                  category="Baselines", subcategory="{dataset}",
+                  labels={"dataset": "{dataset}", "model": "{model}", "modality": "{modality}"}),
     params:
         survival=config["survival"],
     wildcard_constraints:

@@ -1,0 +1,80 @@
+# The report: the paper's Table 2 per survival dataset (baselines, ours per head x pre-training,
+# the oracle for demo data), Fig. 3 (KM with / without pre-training) and one results page.
+# `snakemake --report results/report/report.html` then bundles every captioned output
+# (bootstrap.sh demo runs it after the workflow).  Logic: ctsurv.report.
+
+from ctsurv.survival.paths import baseline_files, truth_input
+
+
+rule results_table:
+    input:
+        unpack(lambda wildcards: truth_input(wildcards.dataset, DEMO_DATASETS, config["demo"]["outdir"])),
+        baseline_predictions=lambda wildcards: baseline_files(wildcards.dataset, config["survival"], "predictions.parquet"),
+        baseline_metrics=lambda wildcards: baseline_files(wildcards.dataset, config["survival"], "metrics.json"),
+        stage2_predictions=lambda wildcards: stage2_runs(wildcards.dataset, "predictions.parquet"),
+        stage2_metrics=lambda wildcards: stage2_runs(wildcards.dataset, "metrics.json"),
+    output:
+        csv=report("results/{dataset}/results/table2.csv", caption="../workflow/report/table2.rst", category="Results",
+                   subcategory="{dataset}", labels={"dataset": "{dataset}", "table": "Table 2 (csv)"}),
+        md="results/{dataset}/results/table2.md",
+    params:
+        bootstrap=config["survival"]["bootstrap"],
+    log:
+        "results/logs/results_table/{dataset}.log",
+    benchmark:
+        "results/benchmarks/results_table/{dataset}.tsv"
+    conda:
+        "../envs/main.yaml"
+    script:
+        "../workflow/scripts/report_table.py"
+
+
+rule pretraining_figure:
+    input:
+        with_pretraining="results/{dataset}/stage2/{head}_with/predictions.parquet",
+        without_pretraining="results/{dataset}/stage2/{head}_without/predictions.parquet",
+    output:
+        png=report("results/{dataset}/results/km_pretraining_{head}.png", caption="../workflow/report/fig3.rst",
+                   category="Results", subcategory="{dataset}", labels={"dataset": "{dataset}", "figure": "Fig. 3 ({head})"}),
+    params:
+        min_at_risk=config["survival"]["km_min_at_risk"],
+    wildcard_constraints:
+        head="deepsurv|deephit",
+    log:
+        "results/logs/pretraining_figure/{dataset}_{head}.log",
+    benchmark:
+        "results/benchmarks/pretraining_figure/{dataset}_{head}.tsv"
+    conda:
+        "../envs/main.yaml"
+    script:
+        "../workflow/scripts/report_figure.py"
+
+
+def report_figures():
+    if "with" not in config["vlm"]["stage2"]["pretrain"] or "without" not in config["vlm"]["stage2"]["pretrain"]:
+        return []
+    return expand("results/{dataset}/results/km_pretraining_{head}.png", dataset=SURVIVAL_DATASETS,
+                  head=config["vlm"]["stage2"]["heads"])
+
+
+# Every dataset's Table 2, the figures and the closing note (c-index of CoxPH, best baseline,
+# ours with / without pre-training and the oracle) on one page.
+rule results_report:
+    input:
+        tables=expand("results/{dataset}/results/table2.md", dataset=SURVIVAL_DATASETS),
+        csvs=expand("results/{dataset}/results/table2.csv", dataset=SURVIVAL_DATASETS),
+        figures=report_figures(),
+    output:
+        md=report("results/report/results.md", caption="../workflow/report/results.rst", category="Results",
+                  labels={"page": "all datasets"}),
+    log:
+        "results/logs/results_report/report.log",
+    benchmark:
+        "results/benchmarks/results_report/report.tsv"
+    conda:
+        "../envs/main.yaml"
+    script:
+        "../workflow/scripts/report_page.py"
+
+
+STAGE_TARGETS.append(lambda: ["results/report/results.md"] if SURVIVAL_DATASETS else [])

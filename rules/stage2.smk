@@ -1,0 +1,110 @@
+# Stage 2: joint survival fine-tuning of the vision-language model per survival dataset, head
+# (deepsurv, deephit) and pre-training (with: W and decoder from stage 1; without: the untouched
+# decoder and a fresh W, which then trains), then six-question predictions and their evaluation.
+# Logic: ctsurv.vlm.stage2, ctsurv.vlm.ensemble, ctsurv.report.evaluation.  Needs rules/vlm.smk.
+
+STAGE2_RUN = "results/{dataset}/stage2/{head}_{pretrain}"
+
+
+def stage2_inputs(wildcards):
+    inputs = {
+        "train": f"results/{wildcards.dataset}/instructions/train.json",
+        "val": f"results/{wildcards.dataset}/instructions/val.json",
+        "cohort": f"results/{wildcards.dataset}/cohort.parquet",
+        "features": f"results/{wildcards.dataset}/features/image/index.parquet",
+    }
+    if wildcards.pretrain == "with":
+        inputs["stage1"] = STAGE1_MODEL
+    elif not config["vlm"]["decoder"]:
+        inputs["decoder"] = DEMO_DECODER
+    return inputs
+
+
+def stage2_runs(dataset, name):
+    """One file of every stage-2 run of a dataset (heads x pre-training)."""
+    s2 = config["vlm"]["stage2"]
+    return expand(f"results/{dataset}/stage2/{{head}}_{{pretrain}}/{name}", head=s2["heads"], pretrain=s2["pretrain"])
+
+
+# Decoder (LoRA as in stage 1) + residual adaptor + head with L = L_LM + alpha L_surv +
+# L_dispersion + L_alignment; batches of distinct patients, one question each, plus a memory
+# of recent risks for the Cox risk sets.  Resumes after a kill from model.train/checkpoints.
+rule train_stage2:
+    input:
+        unpack(stage2_inputs),
+    output:
+        model=directory(f"{STAGE2_RUN}/model"),
+    params:
+        stage2=config["vlm"]["stage2"],
+        vlm=config["vlm"],
+        decoder=vlm_decoder(),
+    wildcard_constraints:
+        head="deepsurv|deephit",
+        pretrain="with|without",
+    threads: 1
+    log:
+        "results/logs/train_stage2/{dataset}/{head}_{pretrain}.log",
+    benchmark:
+        "results/benchmarks/train_stage2/{dataset}/{head}_{pretrain}.tsv"
+    conda:
+        "../envs/main.yaml"
+    script:
+        "../workflow/scripts/train_stage2.py"
+
+
+# Every patient with each of the six questions: six risks (DeepHit: six curves) averaged into
+# the patient's prediction; generated answers for the val and test questions.
+rule predict_stage2:
+    input:
+        model=f"{STAGE2_RUN}/model",
+        train="results/{dataset}/instructions/train.json",
+        val="results/{dataset}/instructions/val.json",
+        test="results/{dataset}/instructions/test.json",
+        cohort="results/{dataset}/cohort.parquet",
+        features="results/{dataset}/features/image/index.parquet",
+    output:
+        questions=f"{STAGE2_RUN}/questions.parquet",
+        predictions=f"{STAGE2_RUN}/predictions.parquet",
+        survival=f"{STAGE2_RUN}/survival.parquet",
+    params:
+        predict=config["vlm"]["stage2"]["predict"],
+    wildcard_constraints:
+        head="deepsurv|deephit",
+        pretrain="with|without",
+    threads: 1
+    log:
+        "results/logs/predict_stage2/{dataset}/{head}_{pretrain}.log",
+    benchmark:
+        "results/benchmarks/predict_stage2/{dataset}/{head}_{pretrain}.tsv"
+    conda:
+        "../envs/main.yaml"
+    script:
+        "../workflow/scripts/predict_stage2.py"
+
+
+# Test metrics as for the baselines (Harrell with CI, Uno, td-AUC, IBS), validation c-index,
+# BERTScore F1 of generated vs reference answers, and the Kaplan-Meier figure.
+rule evaluate_stage2:
+    input:
+        predictions=f"{STAGE2_RUN}/predictions.parquet",
+        survival=f"{STAGE2_RUN}/survival.parquet",
+        questions=f"{STAGE2_RUN}/questions.parquet",
+    output:
+        metrics=f"{STAGE2_RUN}/metrics.json",
+        km=report(f"{STAGE2_RUN}/km.png", caption="../workflow/report/km_stage2.rst", category="Joint model",
+                  subcategory="{dataset}", labels={"dataset": "{dataset}", "head": "{head}", "pre-training": "{pretrain}"}),
+    params:
+        survival=config["survival"],
+        bertscore=config["vlm"]["stage2"]["bertscore"],
+    wildcard_constraints:
+        head="deepsurv|deephit",
+        pretrain="with|without",
+    threads: 1
+    log:
+        "results/logs/evaluate_stage2/{dataset}/{head}_{pretrain}.log",
+    benchmark:
+        "results/benchmarks/evaluate_stage2/{dataset}/{head}_{pretrain}.tsv"
+    conda:
+        "../envs/main.yaml"
+    script:
+        "../workflow/scripts/evaluate_stage2.py"

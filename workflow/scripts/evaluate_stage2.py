@@ -1,0 +1,31 @@
+"""Rule evaluate_stage2: test metrics, validation c-index, BERTScore and the KM figure of one joint model."""
+
+import json
+
+import pandas as pd
+import torch
+
+from ctsurv.report.evaluation import evaluate_stage2
+from ctsurv.scripting import run_step
+
+
+def main(smk):
+    torch.set_num_threads(smk.threads)
+    survival, wc = smk.params.survival, smk.wildcards
+    metrics = evaluate_stage2(
+        pd.read_parquet(smk.input.predictions),
+        pd.read_parquet(smk.input.survival),
+        pd.read_parquet(smk.input.questions),
+        smk.output.km,
+        title=f"{wc.dataset}: ours ({wc.head}, {wc.pretrain} pre-training)",
+        n_boot=survival["bootstrap"]["n"],
+        seed=survival["bootstrap"]["seed"],
+        min_at_risk=survival["km_min_at_risk"],
+        bertscore_pairs=smk.params.bertscore["pairs"],
+        bertscore_seed=smk.params.bertscore["seed"],
+    )
+    with open(smk.output.metrics, "w", encoding="utf-8") as fh:
+        json.dump(metrics, fh, indent=2)
+
+
+run_step(snakemake, main)  # noqa: F821
