@@ -169,15 +169,19 @@ def _run_tasks(tasks: list, workers: int, progress: bool, desc: str, pool: Proce
 def generate_demo(
     outdir: str | Path,
     seed: int = 7,
-    n_pretrain: int = 150,
-    n_lung: int = 200,
-    n_pe: int = 200,
+    n_pretrain: int = 600,
+    n_lung: int = 500,
+    n_pe: int = 1000,
     *,
     workers: int = 2,
     write_labels: bool = True,
     progress: bool = True,
 ) -> dict[str, Path]:
-    """Generate demo_pretrain, demo_lung and demo_pe under ``outdir``; return their folders."""
+    """Generate demo_pretrain, demo_lung and demo_pe under ``outdir``; return their folders.
+
+    The default sizes are config/config.yaml's: enough events in the survival cohorts' test
+    splits (about 70 in demo_pe, 78 in demo_lung) to tell a 0.05 c-index difference.
+    """
     sizes = {"demo_pretrain": n_pretrain, "demo_lung": n_lung, "demo_pe": n_pe}
     pool = _start_pool(workers) if workers > 1 else None
     try:
