@@ -44,7 +44,14 @@ case "$cmd" in
         # run on the CPU on a machine that has none.
         extra=()
         if [ -n "${GPUS:-}" ]; then extra=(--resources "gpu=$GPUS"); fi
-        exec "$venv/bin/snakemake" --cores "${CORES:-$(nproc)}" "${extra[@]}" "$@"
+        "$venv/bin/snakemake" --cores "${CORES:-$(nproc)}" "${extra[@]}" "$@"
+        # Snakemake's HTML report of the finished run (every captioned table and figure:
+        # Table 2, Fig. 3, the Kaplan-Meier plots).  Skipped when arguments were given
+        # (a dry run, a single target), which may leave the report's inputs missing.
+        if [ $# -eq 0 ]; then
+            "$venv/bin/snakemake" --report results/report/report.html
+            echo "bootstrap: report in results/report/report.html, results in results/report/results.md" >&2
+        fi
         ;;
     test)
         setup

@@ -3,6 +3,7 @@
 # `snakemake --report results/report/report.html` then bundles every captioned output
 # (bootstrap.sh demo runs it after the workflow).  Logic: ctsurv.report.
 
+from ctsurv.report.paths import pretraining_figures, stage2_runs
 from ctsurv.survival.paths import baseline_files, truth_input
 
 
@@ -11,8 +12,8 @@ rule results_table:
         unpack(lambda wildcards: truth_input(wildcards.dataset, DEMO_DATASETS, config["demo"]["outdir"])),
         baseline_predictions=lambda wildcards: baseline_files(wildcards.dataset, config["survival"], "predictions.parquet"),
         baseline_metrics=lambda wildcards: baseline_files(wildcards.dataset, config["survival"], "metrics.json"),
-        stage2_predictions=lambda wildcards: stage2_runs(wildcards.dataset, "predictions.parquet"),
-        stage2_metrics=lambda wildcards: stage2_runs(wildcards.dataset, "metrics.json"),
+        stage2_predictions=lambda wildcards: stage2_runs(wildcards.dataset, config["vlm"]["stage2"], "predictions.parquet"),
+        stage2_metrics=lambda wildcards: stage2_runs(wildcards.dataset, config["vlm"]["stage2"], "metrics.json"),
     output:
         csv=report("results/{dataset}/results/table2.csv", caption="../workflow/report/table2.rst", category="Results",
                    subcategory="{dataset}", labels={"dataset": "{dataset}", "table": "Table 2 (csv)"}),
@@ -50,20 +51,13 @@ rule pretraining_figure:
         "../workflow/scripts/report_figure.py"
 
 
-def report_figures():
-    if "with" not in config["vlm"]["stage2"]["pretrain"] or "without" not in config["vlm"]["stage2"]["pretrain"]:
-        return []
-    return expand("results/{dataset}/results/km_pretraining_{head}.png", dataset=SURVIVAL_DATASETS,
-                  head=config["vlm"]["stage2"]["heads"])
-
-
 # Every dataset's Table 2, the figures and the closing note (c-index of CoxPH, best baseline,
 # ours with / without pre-training and the oracle) on one page.
 rule results_report:
     input:
         tables=expand("results/{dataset}/results/table2.md", dataset=SURVIVAL_DATASETS),
         csvs=expand("results/{dataset}/results/table2.csv", dataset=SURVIVAL_DATASETS),
-        figures=report_figures(),
+        figures=pretraining_figures(SURVIVAL_DATASETS, config["vlm"]["stage2"]),
     output:
         md=report("results/report/results.md", caption="../workflow/report/results.rst", category="Results",
                   labels={"page": "all datasets"}),

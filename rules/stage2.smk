@@ -3,27 +3,9 @@
 # decoder and a fresh W, which then trains), then six-question predictions and their evaluation.
 # Logic: ctsurv.vlm.stage2, ctsurv.vlm.ensemble, ctsurv.report.evaluation.  Needs rules/vlm.smk.
 
+from ctsurv.report.paths import stage2_inputs
+
 STAGE2_RUN = "results/{dataset}/stage2/{head}_{pretrain}"
-
-
-def stage2_inputs(wildcards):
-    inputs = {
-        "train": f"results/{wildcards.dataset}/instructions/train.json",
-        "val": f"results/{wildcards.dataset}/instructions/val.json",
-        "cohort": f"results/{wildcards.dataset}/cohort.parquet",
-        "features": f"results/{wildcards.dataset}/features/image/index.parquet",
-    }
-    if wildcards.pretrain == "with":
-        inputs["stage1"] = STAGE1_MODEL
-    elif not config["vlm"]["decoder"]:
-        inputs["decoder"] = DEMO_DECODER
-    return inputs
-
-
-def stage2_runs(dataset, name):
-    """One file of every stage-2 run of a dataset (heads x pre-training)."""
-    s2 = config["vlm"]["stage2"]
-    return expand(f"results/{dataset}/stage2/{{head}}_{{pretrain}}/{name}", head=s2["heads"], pretrain=s2["pretrain"])
 
 
 # Decoder (LoRA as in stage 1) + residual adaptor + head with L = L_LM + alpha L_surv +
@@ -31,7 +13,7 @@ def stage2_runs(dataset, name):
 # of recent risks for the Cox risk sets.  Resumes after a kill from model.train/checkpoints.
 rule train_stage2:
     input:
-        unpack(stage2_inputs),
+        unpack(lambda wildcards: stage2_inputs(wildcards.dataset, wildcards.pretrain, config["vlm"]["decoder"], STAGE1_MODEL, DEMO_DECODER)),
     output:
         model=directory(f"{STAGE2_RUN}/model"),
     params:

@@ -104,3 +104,16 @@ def test_bertscore_on_seeded_pairs():
     res = answer_bertscore(table, n=500, seed=0)
     assert res["n_pairs"] == 10
     assert res["per_question"]["q1"] == pytest.approx(1.0, abs=1e-4) and res["per_question"]["q2"] < 0.9
+
+
+def test_stage2_and_report_paths():
+    from ctsurv.report.paths import pretraining_figures, stage2_inputs, stage2_runs
+
+    s2 = {"heads": ["deepsurv", "deephit"], "pretrain": ["with", "without"]}
+    runs = stage2_runs("d", s2, "metrics.json")
+    assert len(runs) == 4 and runs[1] == "results/d/stage2/deepsurv_without/metrics.json"
+    assert stage2_inputs("d", "with", None, "S1", "DEMO")["stage1"] == "S1"
+    assert stage2_inputs("d", "without", None, "S1", "DEMO")["decoder"] == "DEMO"
+    assert "decoder" not in stage2_inputs("d", "without", "/models/radllama", "S1", "DEMO")
+    assert pretraining_figures(["a"], s2) == ["results/a/results/km_pretraining_deepsurv.png", "results/a/results/km_pretraining_deephit.png"]
+    assert pretraining_figures(["a"], {"heads": ["deepsurv"], "pretrain": ["with"]}) == []
