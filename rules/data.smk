@@ -37,6 +37,7 @@ rule demo_cohort:
         manifest=f"{config['demo']['outdir']}/{{dataset}}/manifest.csv",
         gold=f"{config['demo']['outdir']}/{{dataset}}/gold_answers.parquet",
         truth=f"{config['demo']['outdir']}/{{dataset}}/truth.parquet",
+        phenotypes=f"{config['demo']['outdir']}/{{dataset}}/phenotypes.csv",
         readme=f"{config['demo']['outdir']}/{{dataset}}/README.md",
         images=directory(f"{config['demo']['outdir']}/{{dataset}}/images"),
     params:
