@@ -35,7 +35,8 @@ rule train_stage2:
 
 
 # Every patient with each of the six questions: six risks (DeepHit: six curves) averaged into
-# the patient's prediction; generated answers for the val and test questions.
+# the patient's prediction; generated answers for the test questions (train and val are scored
+# on their reference answers).
 rule predict_stage2:
     input:
         model=f"{STAGE2_RUN}/model",

@@ -305,3 +305,12 @@ def test_without_pretraining_trains_w_and_deephit_runs(world, tmp_path):
     assert summary["trainable"]["projector"] == 8 * 32 + 32  # W trains when stage 1 did not train it
     saved = json.loads((tmp_path / "dh" / "best" / "survival.json").read_text(encoding="utf-8"))
     assert saved["branch"]["head"] == "deephit" and len(saved["cuts"]) == saved["branch"]["num_bins"]
+
+
+def test_validation_asks_each_patient_one_question_cycling():
+    from ctsurv.vlm.stage2 import one_question_each
+
+    table = pd.DataFrame({"study_id": np.repeat(["a", "b", "c", "d"], 3), "question_id": ["q1", "q2", "q3"] * 4})
+    picked = one_question_each(table)
+    assert picked["study_id"].tolist() == ["a", "b", "c", "d"]
+    assert picked["question_id"].tolist() == ["q1", "q2", "q3", "q1"]
