@@ -162,12 +162,15 @@ def train(
     best_dir = out_dir / "best"
 
     if restart and accelerator.is_main_process:
-        for path in (ckpt_root, best_dir, out_dir / "tensorboard"):
-            shutil.rmtree(path, ignore_errors=True)
-        (out_dir / "metrics.csv").unlink(missing_ok=True)
-        log.info("restart: removed the checkpoints, metrics and best model in %s", out_dir)
+        shutil.rmtree(ckpt_root, ignore_errors=True)
+        log.info("restart: removed the checkpoints in %s", out_dir)
     accelerator.wait_for_everyone()
     latest = latest_checkpoint(ckpt_root)
+    if latest is None and accelerator.is_main_process:  # a fresh run: nothing of an older one stays
+        for path in (best_dir, out_dir / "tensorboard"):
+            shutil.rmtree(path, ignore_errors=True)
+        (out_dir / "metrics.csv").unlink(missing_ok=True)
+    accelerator.wait_for_everyone()
     if latest is not None:
         saved = read_state(latest)
         if saved["fingerprint"] != key:

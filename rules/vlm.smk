@@ -1,0 +1,98 @@
+# The CT vision-language model: the demo decoder and stage 1 (visual instruction tuning on the
+# pretrain datasets' QA), with its evaluation on their test splits.  Logic: ctsurv.vlm.
+
+DEMO_DECODER = "results/models/demo_decoder"
+STAGE1_MODEL = "results/models/stage1"
+
+
+def vlm_decoder():
+    """The decoder folder: config vlm.decoder, or the demo decoder when it is null."""
+    return config["vlm"]["decoder"] or DEMO_DECODER
+
+
+def stage1_inputs(wildcards):
+    inputs = {
+        "instructions": expand("results/{dataset}/instructions/{split}.json", dataset=PRETRAIN_DATASETS, split=["train", "val"]),
+        "features": expand("results/{dataset}/features/image/index.parquet", dataset=PRETRAIN_DATASETS),
+    }
+    if not config["vlm"]["decoder"]:
+        inputs["decoder"] = DEMO_DECODER
+    return inputs
+
+
+# Demo only (vlm.decoder: null): the stand-in for RadLLaMA-7B.  A byte-level BPE tokenizer and a
+# small LlamaForCausalLM with a short language-model warm-up, both trained on the pretrain
+# cohorts' training-split reports, written with save_pretrained.
+rule demo_decoder:
+    input:
+        cohorts=expand("results/{dataset}/cohort.parquet", dataset=PRETRAIN_DATASETS),
+    output:
+        folder=directory(DEMO_DECODER),
+    params:
+        settings=config["vlm"]["demo_decoder"],
+    threads: 1
+    log:
+        "results/logs/demo_decoder/demo_decoder.log",
+    benchmark:
+        "results/benchmarks/demo_decoder/demo_decoder.tsv"
+    conda:
+        "../envs/main.yaml"
+    script:
+        "../workflow/scripts/demo_decoder.py"
+
+
+# Stage 1: W and the decoder (LoRA by default) on the instruction data of every pretrain
+# dataset, from the cached visual tokens (the encoder stays frozen).  Resumes after a kill from
+# results/models/stage1.train/checkpoints; with vlm.stage1.gpus > 1 it runs under
+# accelerate launch, one process per GPU slot.
+rule train_stage1:
+    input:
+        unpack(stage1_inputs),
+    output:
+        model=directory(STAGE1_MODEL),
+    params:
+        data=[[f"results/{d}/instructions", f"results/{d}/features/image"] for d in PRETRAIN_DATASETS],
+        decoder=vlm_decoder(),
+        vlm=config["vlm"],
+        lock_dir=config["gpu"]["lock_dir"],
+    threads: 2
+    resources:
+        gpu=config["vlm"]["stage1"]["gpus"],
+    log:
+        "results/logs/train_stage1/train_stage1.log",
+    benchmark:
+        "results/benchmarks/train_stage1/train_stage1.tsv"
+    conda:
+        "../envs/main.yaml"
+    script:
+        "../workflow/scripts/train_stage1.py"
+
+
+# Generated answers for the test split's questions vs the reference answers: BERTScore F1 and
+# presence agreement per question (eval.csv / eval.md), overall in metrics.json.
+rule evaluate_stage1:
+    input:
+        model=STAGE1_MODEL,
+        test="results/{dataset}/instructions/test.json",
+        features="results/{dataset}/features/image/index.parquet",
+    output:
+        metrics="results/{dataset}/stage1/metrics.json",
+        answers="results/{dataset}/stage1/answers.parquet",
+        table="results/{dataset}/stage1/eval.csv",
+        md="results/{dataset}/stage1/eval.md",
+    params:
+        evaluate=config["vlm"]["evaluate"],
+    wildcard_constraints:
+        dataset="|".join(PRETRAIN_DATASETS) if PRETRAIN_DATASETS else "NONE",
+    threads: 2
+    log:
+        "results/logs/evaluate_stage1/{dataset}.log",
+    benchmark:
+        "results/benchmarks/evaluate_stage1/{dataset}.tsv"
+    conda:
+        "../envs/main.yaml"
+    script:
+        "../workflow/scripts/evaluate_stage1.py"
+
+
+STAGE_TARGETS.append(lambda: expand("results/{dataset}/stage1/metrics.json", dataset=PRETRAIN_DATASETS))
