@@ -4,6 +4,7 @@
 # Logic: ctsurv.vlm.stage2, ctsurv.vlm.ensemble, ctsurv.report.evaluation.  Needs rules/vlm.smk.
 
 from ctsurv.report.paths import stage2_inputs
+from ctsurv.vlm.paths import DEMO_DECODER, STAGE1_MODEL, decoder_folder
 
 STAGE2_RUN = "results/{dataset}/stage2/{head}_{pretrain}"
 
@@ -19,11 +20,14 @@ rule train_stage2:
     params:
         stage2=config["vlm"]["stage2"],
         vlm=config["vlm"],
-        decoder=vlm_decoder(),
+        decoder=decoder_folder(config["vlm"]),
+        lock_dir=config["gpu"]["lock_dir"],
     wildcard_constraints:
         head="deepsurv|deephit",
         pretrain="with|without",
     threads: 1
+    resources:
+        gpu=1,
     log:
         "results/logs/train_stage2/{dataset}/{head}_{pretrain}.log",
     benchmark:
@@ -51,10 +55,13 @@ rule predict_stage2:
         survival=f"{STAGE2_RUN}/survival.parquet",
     params:
         predict=config["vlm"]["stage2"]["predict"],
+        lock_dir=config["gpu"]["lock_dir"],
     wildcard_constraints:
         head="deepsurv|deephit",
         pretrain="with|without",
     threads: 1
+    resources:
+        gpu=1,
     log:
         "results/logs/predict_stage2/{dataset}/{head}_{pretrain}.log",
     benchmark:

@@ -3,23 +3,25 @@
 import pandas as pd
 import torch
 
+from ctsurv.gpu import gpu_slots
 from ctsurv.scripting import run_step
 from ctsurv.vlm.stage2 import predict_stage2
 
 
 def main(smk):
     torch.set_num_threads(smk.threads)
-    predict_stage2(
-        smk.input.model,
-        {"train": smk.input.train, "val": smk.input.val, "test": smk.input.test},
-        pd.read_parquet(smk.input.cohort),
-        smk.input.features.rsplit("/", 1)[0],
-        smk.output.questions,
-        smk.output.predictions,
-        smk.output.survival,
-        batch_size=smk.params.predict["batch_size"],
-        max_new_tokens=smk.params.predict["max_new_tokens"],
-    )
+    with gpu_slots(1, lock_dir=smk.params.lock_dir, allow_cpu=True):
+        predict_stage2(
+            smk.input.model,
+            {"train": smk.input.train, "val": smk.input.val, "test": smk.input.test},
+            pd.read_parquet(smk.input.cohort),
+            smk.input.features.rsplit("/", 1)[0],
+            smk.output.questions,
+            smk.output.predictions,
+            smk.output.survival,
+            batch_size=smk.params.predict["batch_size"],
+            max_new_tokens=smk.params.predict["max_new_tokens"],
+        )
 
 
 run_step(snakemake, main)  # noqa: F821

@@ -532,6 +532,7 @@ def predict_stage2(model_dir: str | Path, instructions: Mapping[str, str | Path]
 
     started = _time.perf_counter()
     model = load_stage2(model_dir, feature_fingerprint=_store_fingerprint(store_path))
+    model.to("cuda" if torch.cuda.is_available() else "cpu")
     tables, followup, feats, ids = load_split_data(instructions, cohort, store_path)
     per_q = predict_questions(model, tables, followup, feats, ids, generate_splits, batch_size, max_new_tokens)
     n_questions = int(per_q.groupby("study_id").size().max())
