@@ -53,6 +53,7 @@ def test_files_and_columns_follow_the_contract(demo, repo):
         assert len(gold) == len(manifest) * 6 and set(gold["question_id"]) == set(QUESTION_IDS)
         assert gold["present"].dtype == bool
         assert set(truth["study_id"]) == set(manifest["study_id"])
+        assert pd.read_csv(demo / name / "phenotypes.csv")["study_id"].tolist() == manifest["study_id"].tolist()
         if kind == "pretrain":
             assert manifest["time"].isna().all() and manifest["event"].isna().all()
             assert manifest["patient_id"].nunique() < len(manifest)  # second reconstructions
