@@ -232,8 +232,9 @@ class Stage2Loss:
 
     def __call__(self, model: CTSurvivalVLM, batch: Mapping) -> dict:
         res = model(batch)
-        use_memory = model.training and model.head == "deepsurv"
-        parts = survival_branch_loss(model.head, res["z"], res["z_surv"], res["out"], batch["time"], batch["event"],
+        head = getattr(model, "module", model).head  # DDP wraps the model on several GPUs
+        use_memory = model.training and head == "deepsurv"
+        parts = survival_branch_loss(head, res["z"], res["z_surv"], res["out"], batch["time"], batch["event"],
                                      batch["idx"], self.weights, memory=self.memory.get() if use_memory else None)
         if use_memory:
             self.memory.push(res["out"], batch["time"], batch["event"])

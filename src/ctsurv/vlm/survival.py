@@ -142,6 +142,10 @@ class RiskMemory:
     last ``size`` patients' risks (computed a few steps earlier, no gradient) to each batch's
     risk sets, the way contrastive learning uses a memory of negatives.
 
+    The bank is not part of the trainer's checkpoints: a run resumed after a kill starts with
+    an empty bank, so its curve departs slightly from an uninterrupted run's (with ``size=0``
+    the two agree to float precision).  With several GPUs each process keeps its own bank.
+
     Attributes:
         size: patients kept (0 disables the bank).
     """
