@@ -297,6 +297,15 @@ def test_train_kill_9_resume_and_predict(world, tmp_path):
     assert test["generated"].map(lambda s: isinstance(s, str)).all() and per_q["risk"].notna().all()
     patients, surv = patient_tables(per_q, "deepsurv", expected=len(QUESTIONS))
     assert len(patients) == N and surv.shape == (N, 101)
+    # the workflow step: training patients on one question each (cycling), files written
+    from ctsurv.vlm.stage2 import predict_stage2
+
+    files = [tmp_path / f for f in ("q.parquet", "p.parquet", "s.parquet")]
+    summary = predict_stage2(tmp_path / "whole" / "best", world["paths"], world["cohort"], world["store"], *files,
+                             max_new_tokens=4, train_questions="one")
+    assert summary["questions"] == 20 + (4 + 6) * len(QUESTIONS) and summary["generated"] == 6 * len(QUESTIONS)
+    written = pd.read_parquet(files[1])
+    assert len(written) == N and (written.loc[written["split"] == "test", "n_questions"] == len(QUESTIONS)).all()
 
 
 def test_without_pretraining_trains_w_and_deephit_runs(world, tmp_path):

@@ -21,6 +21,7 @@ def main(smk):
             smk.output.survival,
             batch_size=smk.params.predict["batch_size"],
             max_new_tokens=smk.params.predict["max_new_tokens"],
+            train_questions=smk.params.predict["train_questions"],
         )
 
 

@@ -522,8 +522,12 @@ def run_stage2(instructions: Mapping[str, str | Path], cohort: pd.DataFrame, sto
 def predict_stage2(model_dir: str | Path, instructions: Mapping[str, str | Path], cohort: pd.DataFrame,
                    store_path: str | Path, out_questions: str | Path, out_predictions: str | Path,
                    out_survival: str | Path, batch_size: int = 32, max_new_tokens: int = 48,
-                   generate_splits=("test",)) -> dict:
+                   generate_splits=("test",), train_questions: str = "all") -> dict:
     """Six questions per patient -> per-question and per-patient predictions (see the module docstring).
+
+    ``train_questions="one"`` scores each training patient on one question (cycling) instead of
+    all six: their risks only set Breslow's baseline hazard and the Kaplan-Meier threshold, and
+    on a CPU demo this saves five sixths of the largest split.
 
     Writes ``out_questions`` (study_id, question_id, split, time, event, risk, generated,
     reference, human, and DeepHit's surv_at_cuts), ``out_predictions`` (one row per patient:
@@ -535,9 +539,17 @@ def predict_stage2(model_dir: str | Path, instructions: Mapping[str, str | Path]
     model = load_stage2(model_dir, feature_fingerprint=_store_fingerprint(store_path))
     model.to("cuda" if torch.cuda.is_available() else "cpu")
     tables, followup, feats, ids = load_split_data(instructions, cohort, store_path)
+    if train_questions == "one" and "train" in tables:
+        tables["train"] = one_question_each(tables["train"])
+    elif train_questions != "all":
+        raise ValueError(f"train_questions must be 'all' or 'one', got {train_questions!r}")
     per_q = predict_questions(model, tables, followup, feats, ids, generate_splits, batch_size, max_new_tokens)
-    n_questions = int(per_q.groupby("study_id").size().max())
-    patients, survival = patient_tables(per_q, model.head, model.cuts, expected=n_questions)
+    test = per_q[per_q["split"] == "test"]
+    n_questions = int(test.groupby("study_id").size().max()) if len(test) else None
+    patients, survival = patient_tables(per_q, model.head, model.cuts, expected=None)
+    short = patients[(patients["split"] == "test") & (patients["n_questions"] < (n_questions or 0))]
+    if len(short):
+        log.warning("%d test patients have fewer than %d questions", len(short), n_questions)
     for path in (out_questions, out_predictions, out_survival):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
     per_q.to_parquet(out_questions, index=False)
