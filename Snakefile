@@ -16,6 +16,7 @@ include: "rules/extraction.smk"
 include: "rules/review.smk"
 include: "rules/imaging.smk"
 include: "rules/training.smk"
+include: "rules/vlm.smk"
 include: "rules/evaluation.smk"
 
 

@@ -1,23 +1,7 @@
 # The CT vision-language model: the demo decoder and stage 1 (visual instruction tuning on the
 # pretrain datasets' QA), with its evaluation on their test splits.  Logic: ctsurv.vlm.
 
-DEMO_DECODER = "results/models/demo_decoder"
-STAGE1_MODEL = "results/models/stage1"
-
-
-def vlm_decoder():
-    """The decoder folder: config vlm.decoder, or the demo decoder when it is null."""
-    return config["vlm"]["decoder"] or DEMO_DECODER
-
-
-def stage1_inputs(wildcards):
-    inputs = {
-        "instructions": expand("results/{dataset}/instructions/{split}.json", dataset=PRETRAIN_DATASETS, split=["train", "val"]),
-        "features": expand("results/{dataset}/features/image/index.parquet", dataset=PRETRAIN_DATASETS),
-    }
-    if not config["vlm"]["decoder"]:
-        inputs["decoder"] = DEMO_DECODER
-    return inputs
+from ctsurv.vlm.paths import DEMO_DECODER, STAGE1_MODEL, decoder_folder, stage1_data, stage1_inputs
 
 
 # Demo only (vlm.decoder: null): the stand-in for RadLLaMA-7B.  A byte-level BPE tokenizer and a
@@ -47,12 +31,12 @@ rule demo_decoder:
 # accelerate launch, one process per GPU slot.
 rule train_stage1:
     input:
-        unpack(stage1_inputs),
+        unpack(lambda wildcards: stage1_inputs(PRETRAIN_DATASETS, config["vlm"])),
     output:
         model=directory(STAGE1_MODEL),
     params:
-        data=[[f"results/{d}/instructions", f"results/{d}/features/image"] for d in PRETRAIN_DATASETS],
-        decoder=vlm_decoder(),
+        data=stage1_data(PRETRAIN_DATASETS),
+        decoder=decoder_folder(config["vlm"]),
         vlm=config["vlm"],
         lock_dir=config["gpu"]["lock_dir"],
     threads: 2
