@@ -2,7 +2,7 @@
 
     python benchmarks/bench_stage2_riskset.py --results results --dataset demo_pe [--memory 0 64] [--head deepsurv]
 
-Trains the same stage-2 model (config ``vlm.stage2``, pre-training ``with``) once per memory
+Trains the same stage-2 model (config ``vlm.stage2``, pre-training ``--pretrain``) once per memory
 size from a finished workflow's files (instructions, cohort, image features, stage-1 model),
 then scores the validation and test patients (teacher-forced on the reference answers, no
 generation) and prints Harrell's c-index of each with CPU and wall seconds.  Writes nothing
@@ -24,7 +24,8 @@ import torch
 import yaml
 
 
-def run(results: Path, dataset: str, head: str, memory: int, config: dict, out: Path) -> dict:
+def run(results: Path, dataset: str, head: str, memory: int, config: dict, out: Path, pretrain: str = "with",
+        decoder: str | None = None) -> dict:
     from ctsurv.survival.metrics import harrell_cindex
     from ctsurv.vlm.ensemble import ensemble_risks
     from ctsurv.vlm.stage2 import load_split_data, load_stage2, predict_questions, run_stage2
@@ -36,8 +37,8 @@ def run(results: Path, dataset: str, head: str, memory: int, config: dict, out: 
     cohort = pd.read_parquet(results / dataset / "cohort.parquet")
     store = results / dataset / "features" / "image"
     wall, cpu = time.perf_counter(), time.process_time()
-    run_stage2({k: inst[k] for k in ("train", "val")}, cohort, store, head, "with", stage2, config["vlm"], out,
-               stage1_dir=results / "models" / "stage1")
+    run_stage2({k: inst[k] for k in ("train", "val")}, cohort, store, head, pretrain, stage2, config["vlm"], out,
+               stage1_dir=results / "models" / "stage1", decoder_path=decoder or results / "models" / "demo_decoder")
     model = load_stage2(out)
     tables, followup, feats, ids = load_split_data({k: inst[k] for k in ("val", "test")}, cohort, store)
     patients = ensemble_risks(predict_questions(model, tables, followup, feats, ids, generate_splits=()))
@@ -55,13 +56,16 @@ def main(argv=None) -> int:
     parser.add_argument("--dataset", default="demo_pe")
     parser.add_argument("--head", default="deepsurv")
     parser.add_argument("--memory", type=int, nargs="+", default=[0, 64])
+    parser.add_argument("--pretrain", default="with", choices=["with", "without"])
+    parser.add_argument("--decoder", help="decoder folder for --pretrain without (default: the demo decoder)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     config = yaml.safe_load(Path(args.config).read_text(encoding="utf-8"))
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for m in args.memory:
-            rows.append(run(Path(args.results), args.dataset, args.head, m, config, Path(tmp) / f"m{m}" / "model"))
+            rows.append(run(Path(args.results), args.dataset, args.head, m, config, Path(tmp) / f"m{m}" / "model",
+                            args.pretrain, args.decoder))
             print(json.dumps(rows[-1]), flush=True)
     print(pd.DataFrame(rows).to_string(index=False))
     return 0
