@@ -27,6 +27,39 @@ rule preprocess_ct:
 STAGE_TARGETS.append(lambda: expand("results/{dataset}/ct/qc.parquet", dataset=DATASETS))
 
 
+# ----- the demo's stand-in for Merlin's training (pretrain_encoder) -----
+
+
+# With no Merlin checkpoint and imaging.encoder.pretrain true, the small I3ResNet is trained on
+# the pretrain cohort's preprocessed volumes (training split; early stopping on val) with
+# Merlin's two signals: phenotype codes (BCE) and a contrastive loss against the packaged
+# MiniLM's report embedding.  Saved in Merlin's key layout, it is the checkpoint that
+# encode_images loads (strictly, like a real one) for every dataset.
+rule pretrain_encoder:
+    input:
+        cohort="results/{dataset}/cohort.parquet",
+        qc="results/{dataset}/ct/qc.parquet",
+        phenotypes=pretrain_phenotypes,
+    output:
+        checkpoint="results/{dataset}/encoder/encoder.safetensors",
+        summary="results/{dataset}/encoder/pretrain.json",
+    params:
+        encoder={k: config["imaging"]["encoder"][k] for k in ("layers", "width", "seed")},
+        settings=config["imaging"]["pretrain"],
+        text_model=config["text_encoder"]["model"],
+    threads: 2
+    wildcard_constraints:
+        dataset="|".join(PRETRAIN_DATASETS) or "NONE",
+    log:
+        "results/logs/pretrain_encoder/{dataset}.log",
+    benchmark:
+        "results/benchmarks/pretrain_encoder/{dataset}.tsv"
+    conda:
+        "../envs/main.yaml"
+    script:
+        "../workflow/scripts/pretrain_encoder.py"
+
+
 # ----- image and clinical-text features (encode_images, encode_clinical_text) -----
 
 
@@ -37,10 +70,11 @@ STAGE_TARGETS.append(lambda: expand("results/{dataset}/ct/qc.parquet", dataset=D
 rule encode_images:
     input:
         qc="results/{dataset}/ct/qc.parquet",
+        checkpoint=encoder_checkpoint_input,
     output:
         index="results/{dataset}/features/image/index.parquet",
     params:
-        encoder=config["imaging"]["encoder"],
+        encoder=encoder_settings(),
         lock_dir=config["gpu"]["lock_dir"],
     threads: 4
     resources:
@@ -79,3 +113,37 @@ rule encode_clinical_text:
 
 STAGE_TARGETS.append(lambda: expand("results/{dataset}/features/image/index.parquet", dataset=DATASETS))
 STAGE_TARGETS.append(lambda: expand("results/{dataset}/features/text/index.parquet", dataset=SURVIVAL_DATASETS))
+
+
+# Demo survival cohorts: can the latent image fields of the generator's truth table be read
+# linearly from the pooled image features?  Cross-validated ridge probes (R² / AUC with
+# bootstrap intervals), the random-weights encoder beside the pretrained one.  For real data:
+# `ctsurv probe STORE TABLE --columns ...`.
+rule probe_features:
+    input:
+        index="results/{dataset}/features/image/index.parquet",
+        qc="results/{dataset}/ct/qc.parquet",
+        truth=f"{config['demo']['outdir']}/{{dataset}}/truth.parquet",
+        checkpoint=encoder_checkpoint_input,
+    output:
+        md="results/{dataset}/features/image/probe.md",
+        json="results/{dataset}/features/image/probe.json",
+    params:
+        encoder=config["imaging"]["encoder"],
+        probe=config["imaging"]["probe"],
+    threads: 2
+    wildcard_constraints:
+        dataset="|".join(d for d in SURVIVAL_DATASETS if d in DEMO_DATASETS) or "NONE",
+    log:
+        "results/logs/probe_features/{dataset}.log",
+    benchmark:
+        "results/benchmarks/probe_features/{dataset}.tsv"
+    conda:
+        "../envs/main.yaml"
+    script:
+        "../workflow/scripts/probe.py"
+
+
+STAGE_TARGETS.append(
+    lambda: expand("results/{dataset}/features/image/probe.md", dataset=[d for d in SURVIVAL_DATASETS if d in DEMO_DATASETS])
+)

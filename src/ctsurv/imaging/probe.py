@@ -1,0 +1,91 @@
+"""Does the image encoder see what matters?  Probes of a cohort's image features, before and after pretraining.
+
+Rule ``probe_features`` (demo survival cohorts, which hold the truth table of the latent
+image fields and which the encoder never saw) probes the pooled features of the feature
+store against those fields (:mod:`ctsurv.probe`), and beside them the pooled features of
+the random-weights encoder that pretraining starts from, encoded here on the same studies.
+The two columns of ``probe.md`` then show what pretraining added.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from ..errors import DataError
+from ..features import FeatureStore
+from ..probe import align, probe_features, read_id_table, write_probe
+from .merlin import build_encoder
+
+log = logging.getLogger(__name__)
+
+
+def pooled_features(study_ids: Sequence[str], cache_dir: str | Path, model, batch_size: int = 8) -> np.ndarray:
+    """Pooled layer-4 features (N, C) of preprocessed volumes, fp32 on the CPU."""
+    from tqdm.auto import tqdm
+
+    from .cache import load_preprocessed
+
+    out = np.zeros((len(study_ids), model.out_channels), dtype=np.float32)
+    model = model.eval()
+    with torch.inference_mode():
+        for start in tqdm(range(0, len(study_ids), batch_size), desc="encode (random weights)", unit="batch"):
+            ids = study_ids[start:start + batch_size]
+            batch = torch.from_numpy(np.stack([load_preprocessed(cache_dir, s) for s in ids]))[:, None]
+            out[start:start + len(ids)] = model(batch).mean(dim=(2, 3, 4)).numpy()
+    return out
+
+
+def probe_dataset(
+    store_dir: str | Path,
+    qc_table: str | Path,
+    truth_table: str | Path,
+    out_dir: str | Path,
+    encoder: dict,
+    probe: dict,
+    pretrained: bool,
+) -> dict:
+    """Probe a cohort's image features against its truth table; write probe.md and probe.json.
+
+    Args:
+        store_dir: the cohort's image feature store (``results/{dataset}/features/image``).
+        qc_table: its ``ct/qc.parquet`` (the preprocessed cache is that folder).
+        truth_table: the table of latent fields (``study_id`` + columns).
+        out_dir: where probe.md and probe.json go.
+        encoder: config ``imaging.encoder`` (``layers``, ``width``, ``seed``: the random-weights encoder).
+        probe: config ``imaging.probe`` (``columns``, ``folds``, ``bootstrap``, ``max_studies``, ``seed``).
+        pretrained: the store was made by the pretrained encoder; also probe the random weights.
+    """
+    store = FeatureStore(store_dir)
+    table = read_id_table(truth_table, "study_id")
+    rows, aligned = align(store.study_ids, table, "study_id", str(truth_table))
+    ids = [store.study_ids[i] for i in rows]
+    limit = probe.get("max_studies")
+    if limit is not None and len(ids) > limit:
+        pick = np.sort(np.random.default_rng(probe["seed"]).choice(len(ids), size=limit, replace=False))
+        ids = [ids[i] for i in pick]
+        aligned = aligned.iloc[pick].reset_index(drop=True)
+        log.info("probing a seeded sample of %d of %d studies", limit, len(rows))
+    stored = store.get(ids, "pooled")
+    name = "pretrained" if pretrained else ("checkpoint" if encoder.get("checkpoint") else "random weights")
+    features = {}
+    if pretrained:
+        model = build_encoder(None, encoder["layers"], encoder["width"], encoder["seed"])
+        features["random weights"] = pooled_features(ids, Path(qc_table).parent, model)
+    features[name] = stored
+    if not np.isfinite(stored).all():
+        raise DataError(f"{store_dir}: the pooled features hold non-finite values; re-run encode_images")
+    result = probe_features(features, aligned, probe["columns"], folds=probe["folds"], seed=probe["seed"],
+                            n_boot=probe["bootstrap"], source=str(truth_table))
+    result["notes"] = [
+        f"Features: {store_dir} ({name})" + (
+            f"; random weights: the same architecture (layers {list(encoder['layers'])}, width {encoder['width']}) "
+            f"with the seeded initialisation (seed {encoder['seed']}) that pretraining starts from." if pretrained else "."),
+        f"Targets: {truth_table}. The encoder never saw this cohort.",
+    ]
+    write_probe(result, out_dir, title=f"Linear probes of the image features: {Path(store_dir).parent.parent.name}")
+    return result
