@@ -39,7 +39,9 @@ rule train_stage1:
         decoder=decoder_folder(config["vlm"]),
         vlm=config["vlm"],
         lock_dir=config["gpu"]["lock_dir"],
-    threads: 2
+    # one CPU thread: the demo decoder's small matrices gain little from a second one, and a
+    # busy 2-core machine loses a lot to threads waiting on each other (GPU runs need no more)
+    threads: 1
     resources:
         gpu=config["vlm"]["stage1"]["gpus"],
     log:
@@ -68,7 +70,7 @@ rule evaluate_stage1:
         evaluate=config["vlm"]["evaluate"],
     wildcard_constraints:
         dataset="|".join(PRETRAIN_DATASETS) if PRETRAIN_DATASETS else "NONE",
-    threads: 2
+    threads: 1
     log:
         "results/logs/evaluate_stage1/{dataset}.log",
     benchmark:
