@@ -9,6 +9,9 @@ min_version("9.0")
 configfile: "config/config.yaml"
 
 
+report: "workflow/report/workflow.rst"
+
+
 include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/mining.smk"
@@ -18,6 +21,8 @@ include: "rules/imaging.smk"
 include: "rules/training.smk"
 include: "rules/vlm.smk"
 include: "rules/evaluation.smk"
+include: "rules/stage2.smk"
+include: "rules/report.smk"
 
 
 rule all:
