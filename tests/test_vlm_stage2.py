@@ -18,15 +18,13 @@ from vlm_fixtures import ANSWERS, QUESTIONS, SENTENCES, tiny_decoder, tiny_store
 from ctsurv.vlm.ensemble import ensemble_risks, patient_tables
 from ctsurv.vlm.stage2 import (
     CTSurvivalVLM,
-    Stage2Loss,
-    Stage2Settings,
     SurvivalExamples,
     collate,
     load_split_data,
     patient_batches,
     question_table,
 )
-from ctsurv.vlm.survival import RiskMemory, SurvivalBranch, SurvivalLossWeights, pool_hidden, survival_branch_loss
+from ctsurv.vlm.survival import RiskMemory, SurvivalBranch, pool_hidden, survival_branch_loss
 
 LORA = {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]}
 N = 30
