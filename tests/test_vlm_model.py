@@ -178,3 +178,26 @@ def test_decoder_folder_errors(tmp_path):
     ViTConfig(hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=8).save_pretrained(tmp_path / "vit")
     with pytest.raises(DataError, match="holds a 'vit' model, which is not a causal language model"):
         build(tmp_path / "vit", feature_dim=8, tokens=4)
+
+
+@pytest.mark.parametrize("lora", [None, LORA])
+def test_gradient_checkpointing_gives_the_same_loss_and_gradients(lora):
+    """Recomputing activations in the backward pass changes memory, never the numbers."""
+    tokenizer = build(cached_decoder(), feature_dim=8, tokens=4).tokenizer
+    ex = tokenize_example(tokenizer, HUMAN, ANSWERS[1], "plain", 128, image_tokens=4)
+    ids, labels = torch.tensor([ex["input_ids"]]), torch.tensor([ex["labels"]])
+    features = torch.randn(1, 4, 8, generator=torch.Generator().manual_seed(3))
+    results = []
+    for checkpointing in (False, True):
+        torch.manual_seed(0)
+        model = build(cached_decoder(), feature_dim=8, tokens=4, lora=lora, gradient_checkpointing=checkpointing)
+        model.train()
+        out = model(features, ids, torch.ones_like(ids), labels)
+        out.loss.backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        results.append((out.loss.detach(), grads))
+    (loss_a, grads_a), (loss_b, grads_b) = results
+    assert torch.allclose(loss_a, loss_b, atol=1e-6)
+    assert grads_a.keys() == grads_b.keys() and len(grads_a) > 2
+    for name in grads_a:
+        assert torch.allclose(grads_a[name], grads_b[name], atol=1e-5), name

@@ -278,6 +278,9 @@ def build(
 
 def enable_gradient_checkpointing(decoder) -> None:
     """Non-reentrant checkpointing (works with inputs_embeds and frozen embeddings)."""
-    enable = getattr(decoder, "activation_checkpointing_enable", None) or decoder.gradient_checkpointing_enable
-    enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    # transformers 5 renamed the API (and its keyword); 4.x only has the old name.
+    if hasattr(decoder, "activation_checkpointing_enable"):
+        decoder.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        decoder.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     decoder.config.use_cache = False
