@@ -39,6 +39,30 @@ def test_both_repository_configs_validate(repo, schema, demo):
     assert set(paper["datasets"]) == {"ct_rate", "lung_cancer", "inspect"}
 
 
+@pytest.mark.parametrize("path, wrong, right", [
+    ("imaging", "spacng", "spacing"),
+    ("imaging.encoder", "chekpoint", "checkpoint"),
+    ("extraction", "backnd", "backend"),
+    ("mining", "top_m", "top_n"),
+    ("review", "workbok", "workbook"),
+    ("survival", "hiden", "hidden"),
+    ("gpu", "lockdir", "lock_dir"),
+    ("datasets.demo_lung", "use_source_split", "use_source_splits"),
+    ("datasets.demo_pe.clinical.age", "maximum", "max"),
+    ("vlm", "decodr", "decoder"),
+])
+def test_a_misspelled_key_is_reported_with_its_path_and_the_key_meant(schema, demo, path, wrong, right):
+    bad = copy.deepcopy(demo)
+    node = bad
+    for part in path.split("."):
+        node = node.setdefault(part, {})
+    node[wrong] = 1
+    with pytest.raises(ConfigError) as err:
+        validate_config(bad, schema)
+    assert f"key '{path}.{wrong}' is not a known key" in str(err.value)
+    assert f"did you mean '{path}.{right}'?" in str(err.value)
+
+
 def test_a_duplicate_yaml_key_is_an_error(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("imaging:\n  spacing: [1, 1, 1]\n  size: [8, 8, 8]\n  spacing: [2, 2, 2]\n", encoding="utf-8")
