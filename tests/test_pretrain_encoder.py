@@ -13,6 +13,7 @@ from ctsurv.errors import DataError
 from ctsurv.imaging.cache import write_entry
 from ctsurv.imaging.merlin import CHECKPOINT_PREFIX, I3ResNet, build_encoder, load_merlin_checkpoint, read_checkpoint
 from ctsurv.imaging.pretrain import (
+    Conv3dFastGrad,
     PretrainSettings,
     Split,
     TargetCoding,
@@ -143,3 +144,22 @@ def test_train_encoder_without_validation_keeps_the_last_epoch():
                                           vols.__getitem__, coding, LAYERS, WIDTH, 0, settings, progress=False)
     assert summary["epochs_run"] == 2 and "val_loss" not in summary["history"][0]
     assert not model.training
+
+
+@pytest.mark.parametrize("kernel, stride, padding", [
+    ((3, 3, 3), (1, 1, 1), (1, 1, 1)),
+    ((3, 3, 3), (2, 2, 2), (1, 1, 1)),
+    ((1, 1, 1), (2, 2, 2), (0, 0, 0)),
+    ((3, 7, 7), (1, 2, 2), (1, 3, 3)),
+])
+def test_fast_weight_gradients_equal_autograd(kernel, stride, padding):
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 3, 6, 9, 8, generator=gen, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(4, 3, *kernel, generator=gen, dtype=torch.float64, requires_grad=True)
+    y = torch.nn.functional.conv3d(x, w, stride=stride, padding=padding)
+    g = torch.randn(y.shape, generator=gen, dtype=torch.float64)
+    gx, gw = torch.autograd.grad(y, (x, w), g)
+    y2 = Conv3dFastGrad.apply(x, w, stride, padding)
+    assert torch.equal(y, y2)
+    gx2, gw2 = torch.autograd.grad(y2, (x, w), g)
+    assert torch.allclose(gx2, gx, atol=1e-10) and torch.allclose(gw2, gw, atol=1e-10)
