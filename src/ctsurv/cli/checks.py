@@ -27,14 +27,6 @@ def _number(kind, text: str):
     return value
 
 
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1."""
-    value = _number(int, text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
 def non_negative_int(text: str) -> int:
     """argparse type: an integer >= 0."""
     value = _number(int, text)
@@ -54,6 +46,9 @@ def int_at_least(minimum: int):
 
     parse.__name__ = f"integer >= {minimum}"
     return parse
+
+
+positive_int = int_at_least(1)  # argparse type: an integer >= 1
 
 
 def positive_float(text: str) -> float:

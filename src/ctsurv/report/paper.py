@@ -13,19 +13,13 @@ from typing import Sequence
 
 import pandas as pd
 
-from .tables import closing_note, load_runs, oracle_run, paper_table, paper_table_markdown
-
-
-def stage2_run_name(path: str | Path) -> tuple[str, str]:
-    """(head, pretrain) from a ``.../stage2/{head}_{pretrain}/file`` path."""
-    head, _, pretrain = Path(path).parent.name.partition("_")
-    return head, pretrain
+from .tables import closing_note, load_runs, oracle_run, paper_table, paper_table_markdown, run_name
 
 
 def load_stage2_runs(prediction_paths: Sequence, metrics_paths: Sequence) -> list[dict]:
     runs = []
     for pred, met in zip(prediction_paths, metrics_paths):
-        head, pretrain = stage2_run_name(pred)
+        head, pretrain = run_name(pred)  # .../stage2/{head}_{pretrain}/file
         metrics = json.loads(Path(met).read_text(encoding="utf-8"))
         runs.append({"model": head, "modality": "joint", "pretrain": pretrain, "predictions": pd.read_parquet(pred),
                      "metrics": metrics, "bertscore": (metrics.get("bertscore") or {}).get("f1")})

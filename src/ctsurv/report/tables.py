@@ -91,7 +91,8 @@ def table_markdown(table: pd.DataFrame, title: str) -> str:
 
 
 def run_name(path: str | Path) -> tuple[str, str]:
-    """(model, modality) from a ``.../baselines/{model}_{modality}/file`` path."""
+    """The two parts of a run folder's name: (model, modality) from
+    ``.../baselines/{model}_{modality}/file``, (head, pretrain) from ``.../stage2/{head}_{pretrain}/file``."""
     model, _, modality = Path(path).parent.name.partition("_")
     return model, modality
 
