@@ -99,3 +99,83 @@ def test_cli_reports_a_wrong_id_column(tmp_path, capsys):
                    "--id-column", "patient", "--out", str(tmp_path / "out")])
     assert rc == 1
     assert "no id column 'patient'" in capsys.readouterr().err
+
+
+def test_auc_equals_scikit_learn_with_ties():
+    from sklearn.metrics import roc_auc_score
+
+    from ctsurv.probe import auc_score
+
+    rng = np.random.default_rng(3)
+    for n in (7, 50, 301):
+        y = (rng.random(n) < 0.3).astype(float)
+        y[:2] = [0.0, 1.0]
+        score = np.round(rng.normal(size=n), 1)  # many tied scores
+        assert auc_score(y, score) == pytest.approx(roc_auc_score(y, score), abs=1e-12)
+    assert auc_score(np.array([0.0, 1.0, 1.0]), np.array([0.2, 0.2, 0.2])) == 0.5
+    assert np.isnan(auc_score(np.ones(5), np.arange(5.0)))
+
+
+@pytest.mark.parametrize("kind", ["continuous", "binary"])
+def test_bootstrap_scores_the_resamples_of_the_per_resample_loop(kind):
+    """Vectorised scoring in blocks: the same resamples (seeded draws in turn) and values as
+    scoring each with scikit-learn; resamples of one class are dropped."""
+    from sklearn.metrics import r2_score as sk_r2
+    from sklearn.metrics import roc_auc_score
+
+    from ctsurv.probe import bootstrap_values
+
+    rng = np.random.default_rng(4)
+    n, n_boot = (2500, 1000) if kind == "continuous" else (14, 400)  # 2500 rows: several blocks
+    if kind == "continuous":
+        y = rng.normal(size=n)
+        pred = y + rng.normal(size=n)
+    else:
+        y = np.zeros(n)
+        y[:2] = 1.0  # few positives: some resamples have none
+        pred = rng.normal(size=n) + y
+    gen = np.random.default_rng(11)
+    ref = []
+    for _ in range(n_boot):
+        idx = gen.integers(0, n, n)
+        if kind == "continuous":
+            ref.append(sk_r2(y[idx], pred[idx]))
+        elif len(np.unique(y[idx])) == 2:
+            ref.append(roc_auc_score(y[idx], pred[idx]))
+    got = bootstrap_values(y, pred, kind, n_boot, seed=11)
+    if kind == "binary":
+        assert 0 < len(got) < n_boot  # some resamples dropped
+    np.testing.assert_allclose(got, ref, rtol=0, atol=1e-12)
+
+
+def test_random_weights_features_are_computed_like_a_store(tmp_path, monkeypatch):
+    """The probe's random-weights features: the encoder's pooled output, rounded to float16 like
+    a feature store, in the precision and memory format asked for; the store's precision is
+    read from its encoder.json."""
+    import torch
+
+    import ctsurv.imaging.cache as cache
+    from ctsurv.imaging.merlin import build_encoder
+    from ctsurv.imaging.probe import pooled_features, store_precision
+
+    rng = np.random.default_rng(5)
+    volumes = {f"s{i}": rng.random((32, 32, 16)).astype(np.float32) for i in range(5)}
+    monkeypatch.setattr(cache, "load_preprocessed", lambda folder, study: volumes[study])
+    model = build_encoder(None, [1, 1, 1, 1], 4, 0)
+    ids = list(volumes)
+    with torch.inference_mode():
+        ref = model.encode(torch.from_numpy(np.stack([volumes[s] for s in ids]))[:, None])[0].numpy()
+
+    fp32 = pooled_features(ids, tmp_path, model, batch_size=2, precision="fp32", channels_last=False)
+    assert fp32.dtype == np.float16 and fp32.shape == (5, model.out_channels)
+    np.testing.assert_allclose(fp32, ref, rtol=2e-3, atol=1e-4)  # float16 rounding
+    last = pooled_features(ids, tmp_path, model, batch_size=3, precision="fp32", channels_last=True)
+    np.testing.assert_allclose(last, ref, rtol=2e-3, atol=1e-4)
+    assert model.conv1.weight.is_contiguous()  # the model is left as it was
+    bf16 = pooled_features(ids, tmp_path, model, batch_size=2, precision="bf16", channels_last="auto")
+    assert not np.array_equal(bf16, fp32)  # computed in bf16
+    np.testing.assert_allclose(bf16, ref, rtol=0.05, atol=0.02)
+
+    assert store_precision(tmp_path, "fp32") == "fp32"  # no encoder.json: the default
+    (tmp_path / "encoder.json").write_text(json.dumps({"precision": "bf16"}), encoding="utf-8")
+    assert store_precision(tmp_path, "fp32") == "bf16"

@@ -3,8 +3,8 @@
 Rule ``probe_features`` (demo survival cohorts, which hold the truth table of the latent
 image fields and which the encoder never saw) probes the pooled features of the feature
 store against those fields (:mod:`ctsurv.probe`), and beside them the pooled features of
-the random-weights encoder that pretraining starts from, encoded here on the same studies.
-The two columns of ``probe.md`` then show what pretraining added.
+the random-weights encoder that pretraining starts from, encoded here on the same studies in
+the store's precision (bf16 where the store is). The two columns of ``probe.md`` then show what pretraining added.
 """
 
 from __future__ import annotations
@@ -24,20 +24,53 @@ from .merlin import build_encoder
 log = logging.getLogger(__name__)
 
 
-def pooled_features(study_ids: Sequence[str], cache_dir: str | Path, model, batch_size: int = 8) -> np.ndarray:
-    """Pooled layer-4 features (N, C) of preprocessed volumes, fp32 on the CPU."""
+def pooled_features(study_ids: Sequence[str], cache_dir: str | Path, model, batch_size: int = 4,
+                    precision: str = "fp32", channels_last: bool | str = "auto") -> np.ndarray:
+    """Pooled layer-4 features (N, C) of preprocessed volumes on the CPU, float16 like a feature store's.
+
+    Computed the way ``encode_images`` computes a store's (:mod:`ctsurv.imaging.encode`):
+    the same autocast precision (``fp32``, ``bf16`` or ``auto``) and memory format
+    (``channels_last`` True, False or ``auto``: both timed on the first batch), then
+    rounded to float16, so two encoders compared by a probe differ only in their weights.
+    """
     from tqdm.auto import tqdm
 
     from .cache import load_preprocessed
+    from .encode import autocast_context, channels_last_is_faster, resolve_precision
 
-    out = np.zeros((len(study_ids), model.out_channels), dtype=np.float32)
+    device = torch.device("cpu")
+    dtype = resolve_precision(precision, device)
+    out = np.zeros((len(study_ids), model.out_channels), dtype=np.float16)
     model = model.eval()
-    with torch.inference_mode():
-        for start in tqdm(range(0, len(study_ids), batch_size), desc="encode (random weights)", unit="batch"):
-            ids = study_ids[start:start + batch_size]
-            batch = torch.from_numpy(np.stack([load_preprocessed(cache_dir, s) for s in ids]))[:, None]
-            out[start:start + len(ids)] = model(batch).mean(dim=(2, 3, 4)).numpy()
+    try:
+        with torch.inference_mode():
+            for start in tqdm(range(0, len(study_ids), batch_size), desc="encode (random weights)", unit="batch"):
+                ids = study_ids[start:start + batch_size]
+                batch = torch.from_numpy(np.stack([load_preprocessed(cache_dir, s) for s in ids]))[:, None]
+                if start == 0:
+                    use = (channels_last_is_faster(model, batch, dtype, repeats=1) if channels_last == "auto"
+                           else bool(channels_last))
+                    model.to(memory_format=torch.channels_last_3d if use else torch.contiguous_format)
+                with autocast_context(device, dtype):
+                    pooled = model(batch).float().mean(dim=(2, 3, 4))
+                out[start:start + len(ids)] = pooled.numpy().astype(np.float16)
+    finally:
+        model.to(memory_format=torch.contiguous_format)
     return out
+
+
+def store_precision(store_dir: str | Path, default: str) -> str:
+    """The precision a feature store was encoded in (its ``encoder.json``), else ``default``."""
+    import json
+
+    from .encode import FINGERPRINT_FILE
+
+    meta = Path(store_dir) / FINGERPRINT_FILE
+    if meta.exists():
+        recorded = json.loads(meta.read_text(encoding="utf-8")).get("precision")
+        if recorded in ("fp32", "bf16"):
+            return recorded
+    return default
 
 
 def probe_dataset(
@@ -75,7 +108,13 @@ def probe_dataset(
     features = {}
     if pretrained:
         model = build_encoder(None, encoder["layers"], encoder["width"], encoder["seed"])
-        features["random weights"] = pooled_features(ids, Path(qc_table).parent, model)
+        from .encode import precision_name, resolve_precision
+
+        precision = precision_name(resolve_precision(store_precision(store_dir, encoder.get("precision", "auto")),
+                                                     torch.device("cpu")))
+        features["random weights"] = pooled_features(
+            ids, Path(qc_table).parent, model, batch_size=encoder.get("batch_size", 4), precision=precision,
+            channels_last=encoder.get("channels_last", "auto"))
     features[name] = stored
     if not np.isfinite(stored).all():
         raise DataError(f"{store_dir}: the pooled features hold non-finite values; re-run encode_images")
@@ -84,7 +123,8 @@ def probe_dataset(
     result["notes"] = [
         f"Features: {store_dir} ({name})" + (
             f"; random weights: the same architecture (layers {list(encoder['layers'])}, width {encoder['width']}) "
-            f"with the seeded initialisation (seed {encoder['seed']}) that pretraining starts from." if pretrained else "."),
+            f"with the seeded initialisation (seed {encoder['seed']}) that pretraining starts from, encoded here "
+            f"on the same {len(ids)} studies in {precision} like the store." if pretrained else "."),
         f"Targets: {truth_table}. The encoder never saw this cohort.",
     ]
     write_probe(result, out_dir, title=f"Linear probes of the image features: {Path(store_dir).parent.parent.name}")
