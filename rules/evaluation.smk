@@ -1,32 +1,7 @@
-# Evaluation: metrics, Kaplan-Meier figures, the results table.
+# Evaluation: the results tables (each baseline's metrics and Kaplan-Meier figure are written by
+# rule train_baseline, rules/training.smk).
 
 from ctsurv.survival.paths import baseline_files, truth_input
-
-
-# Test metrics (Harrell with 95% CI, Uno, time-dependent AUC, integrated Brier) and the
-# Kaplan-Meier figure (split at the training median risk) of one baseline.
-rule evaluate_baseline:
-    input:
-        predictions="results/{dataset}/baselines/{model}_{modality}/predictions.parquet",
-        survival="results/{dataset}/baselines/{model}_{modality}/survival.parquet",
-    output:
-        metrics="results/{dataset}/baselines/{model}_{modality}/metrics.json",
-        km=report("results/{dataset}/baselines/{model}_{modality}/km.png", caption="../workflow/report/km_baseline.rst",
-                  category="Baselines", subcategory="{dataset}",
-                  labels={"dataset": "{dataset}", "model": "{model}", "modality": "{modality}"}),
-    params:
-        survival=config["survival"],
-    wildcard_constraints:
-        model="coxph|deepsurv|deephit",
-        modality="clinical|text|image|both",
-    log:
-        "results/logs/evaluate_baseline/{dataset}/{model}_{modality}.log",
-    benchmark:
-        "results/benchmarks/evaluate_baseline/{dataset}/{model}_{modality}.tsv"
-    conda:
-        "../envs/main.yaml"
-    script:
-        "../workflow/scripts/evaluate_baseline.py"
 
 
 # All baselines of a dataset in one table, with paired bootstrap p-values against the

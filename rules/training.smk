@@ -5,8 +5,10 @@ from ctsurv.survival.paths import feature_inputs as baseline_feature_inputs
 
 
 # One model on one modality: fit on train (early stopping on val), risk scores and survival
-# curves for every patient (evaluation uses the test split).  Features: the cohort's
-# clinical columns, or the pooled text / image feature stores.
+# curves for every patient, then its test metrics (Harrell with 95% CI, Uno, time-dependent
+# AUC, integrated Brier) and the Kaplan-Meier figure (split at the training median risk).
+# One job, not two: a separate evaluation job cost more to start than to run.  Features:
+# the cohort's clinical columns, or the pooled text / image feature stores.
 rule train_baseline:
     input:
         unpack(lambda wildcards: baseline_feature_inputs(wildcards.dataset, wildcards.modality)),
@@ -15,6 +17,10 @@ rule train_baseline:
         predictions="results/{dataset}/baselines/{model}_{modality}/predictions.parquet",
         survival="results/{dataset}/baselines/{model}_{modality}/survival.parquet",
         model="results/{dataset}/baselines/{model}_{modality}/model.json",
+        metrics="results/{dataset}/baselines/{model}_{modality}/metrics.json",
+        km=report("results/{dataset}/baselines/{model}_{modality}/km.png", caption="../workflow/report/km_baseline.rst",
+                  category="Baselines", subcategory="{dataset}",
+                  labels={"dataset": "{dataset}", "model": "{model}", "modality": "{modality}"}),
     params:
         clinical=lambda wildcards: list(dataset_spec(wildcards).get("clinical", {})),
         survival=config["survival"],

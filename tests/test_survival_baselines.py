@@ -11,6 +11,7 @@ import pytest
 from ctsurv.errors import ConfigError, DataError
 from ctsurv.features import write_features
 from ctsurv.report.tables import dataset_results, oracle_line, report_markdown
+from ctsurv.survival.baselines import evaluate_baseline as evaluate_written
 from ctsurv.survival.baselines import train_baseline
 from ctsurv.survival.evaluation import evaluate_predictions as evaluate_baseline
 from ctsurv.survival.fit import TrainConfig
@@ -73,6 +74,34 @@ def test_train_evaluate_and_tabulate(cohort_and_stores):
     line = oracle_line(table)
     assert line.startswith("- synthetic: CoxPH (clinical) c-index") and "oracle (known hazard)" in line
     assert "Clinical CoxPH versus the known hazard" in report_markdown([md], [table])
+
+
+def test_evaluate_baseline_scores_the_written_files(cohort_and_stores, tmp_path):
+    """Rule train_baseline's second half: metrics.json and km.png from the files just written,
+    the same numbers as evaluating those files on their own (the former evaluate_baseline job)."""
+    cohort, stores, tmp = cohort_and_stores
+    out = tmp / "baselines" / "deepsurv_clinical"
+    train_baseline(cohort, "deepsurv", "clinical", ["age", "sex"], stores, SETTINGS, out)
+    metrics = evaluate_written(out, title="deepsurv clinical", n_boot=100, seed=3, min_at_risk=5)
+    assert json.loads((out / "metrics.json").read_text(encoding="utf-8")) == json.loads(json.dumps(metrics))
+    assert (out / "km.png").stat().st_size > 1000
+    alone = evaluate_baseline(pd.read_parquet(out / "predictions.parquet"), pd.read_parquet(out / "survival.parquet"),
+                              tmp_path / "km_alone.png", title="deepsurv clinical", n_boot=100, seed=3, min_at_risk=5)
+    assert json.dumps(alone, sort_keys=True) == json.dumps(metrics, sort_keys=True)
+
+
+def test_evaluation_imports_neither_torch_nor_scikit_survival():
+    """Results tables and metrics read stored predictions; a job that only does that should not
+    pay for torch (ctsurv.survival's torch names are imported on first use)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, ctsurv.survival.evaluation, ctsurv.report.tables; "
+            "bad = [m for m in ('torch', 'sksurv') if m in sys.modules]; "
+            "from ctsurv.survival import cox_nll, discretize, make_cuts; import ctsurv.survival as s; "
+            "assert callable(s.discretize) and callable(cox_nll) and 'cox_nll' in dir(s); print(bad)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
 
 
 def test_feature_store_missing_studies_are_left_out(cohort_and_stores):

@@ -2,7 +2,8 @@
 clinical, text (clinical-sentence features), image (pooled image features) or both.
 
 :func:`train_baseline` fits on the train split (early stopping on val), then writes risk
-scores and survival curves for every patient.  Evaluation of those files lives in
+scores and survival curves for every patient; :func:`evaluate_baseline` scores those files (in the
+same job: a second job per baseline cost more to start than to run).  Evaluation lives in
 :mod:`ctsurv.survival.evaluation`, the results tables in :mod:`ctsurv.report`.
 """
 
@@ -148,3 +149,23 @@ def train_baseline(
                "n_test": int(len(_split(rows, "test"))), "fit_seconds": m.fit_seconds}
     log.info("%s on %s: %s", model, modality, summary)
     return summary
+
+
+def evaluate_baseline(out_dir: str | Path, title: str, n_boot: int = 1000, seed: int = 0, min_at_risk: int = 5) -> dict:
+    """Test metrics and the Kaplan-Meier figure of a trained baseline, from the files it wrote.
+
+    Reads ``predictions.parquet`` and ``survival.parquet`` of ``out_dir`` (what
+    :func:`train_baseline` wrote; reading them back keeps the numbers those of the stored
+    predictions) and writes ``metrics.json`` and ``km.png`` beside them
+    (:func:`ctsurv.survival.evaluation.evaluate_predictions`).
+    """
+    from .evaluation import evaluate_predictions
+
+    out = Path(out_dir)
+    metrics = evaluate_predictions(
+        pd.read_parquet(out / "predictions.parquet"), pd.read_parquet(out / "survival.parquet"), out / "km.png",
+        title=title, n_boot=n_boot, seed=seed, min_at_risk=min_at_risk,
+    )
+    with open(out / "metrics.json", "w", encoding="utf-8") as fh:
+        json.dump(metrics, fh, indent=2)
+    return metrics

@@ -13,7 +13,6 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-from sksurv.nonparametric import kaplan_meier_estimator
 
 from .validation import check_time_event, check_training_events
 
@@ -42,6 +41,8 @@ def make_cuts(time, event, num: int, scheme: str = "quantile") -> np.ndarray:
         return np.linspace(0.0, time.max(), num)
     if scheme != "quantile":
         raise ValueError(f"scheme must be one of {SCHEMES}, got {scheme!r}")
+    from sksurv.nonparametric import kaplan_meier_estimator
+
     km_time, km_surv = kaplan_meier_estimator(event, time)
     # Survival levels evenly spaced between the curve's ends; the time where S first drops
     # to that level (or below) is a cut.
