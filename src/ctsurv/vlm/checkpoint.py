@@ -125,7 +125,7 @@ def save_checkpoint(root: str | Path, accelerator, model, optimizer, scheduler, 
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
     accelerator.wait_for_everyone()
-    if _sharded(accelerator):
+    if is_sharded(accelerator):
         accelerator.save_state(str(tmp))
     elif accelerator.is_main_process:
         save_file(trainable_state(accelerator.unwrap_model(model)), tmp / "trainable.safetensors")
@@ -150,7 +150,7 @@ def save_checkpoint(root: str | Path, accelerator, model, optimizer, scheduler, 
 def load_checkpoint(folder: str | Path, accelerator, model, optimizer, scheduler) -> dict:
     """Restore model trainable state, optimizer, scheduler and this process's random states."""
     folder = Path(folder)
-    if _sharded(accelerator):
+    if is_sharded(accelerator):
         accelerator.load_state(str(folder))
     else:
         load_trainable_state(accelerator.unwrap_model(model), folder / "trainable.safetensors")
@@ -182,7 +182,25 @@ def load_trainable_state(model: torch.nn.Module, file: str | Path) -> None:
             param.copy_(saved[name].to(param.device, param.dtype))
 
 
-def _sharded(accelerator) -> bool:
+def is_sharded(accelerator) -> bool:
+    """Whether each process holds only a shard of the weights (FSDP, DeepSpeed)."""
     from accelerate.utils import DistributedType
 
     return accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
+
+
+def full_state_dict(accelerator, model) -> dict[str, torch.Tensor] | None:
+    """The whole model's weights on the main process, gathered from the shards.
+
+    Collective: every process must call it.  Returns None when the weights are not sharded
+    (each process already holds them all); otherwise the main process gets the full state
+    dict on the CPU, keyed as the unwrapped model's ``state_dict()``, and the other processes
+    get an empty dict.  FSDP 1 and 2 through ``accelerator.get_state_dict``; DeepSpeed ZeRO-3
+    needs ``stage3_gather_16bit_weights_on_model_save: true`` in its config.
+    """
+    if not is_sharded(accelerator):
+        return None
+    state = accelerator.get_state_dict(model)
+    if not accelerator.is_main_process:
+        return {}
+    return {k: v.detach().to("cpu") for k, v in state.items() if v is not None}

@@ -22,6 +22,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Mapping
 
 import torch
 
@@ -38,21 +39,35 @@ ADAPTER_DIR = "adapter"
 DECODER_DIR = "decoder"
 
 
-def save(model: CTVisionLanguageModel, folder: str | Path) -> Path:
-    """Write ``model`` to ``folder`` (replaced atomically: readers never see half a model)."""
+def save(model: CTVisionLanguageModel, folder: str | Path, state_dict: Mapping[str, torch.Tensor] | None = None) -> Path:
+    """Write ``model`` to ``folder`` (replaced atomically: readers never see half a model).
+
+    Args:
+        state_dict: the weights to write, keyed as ``model.state_dict()`` (``projector.*``,
+            ``decoder.*``); default: the model's own.  Sharded training (FSDP, DeepSpeed)
+            passes the full weights gathered from every process, because then ``model``
+            itself holds only this process's shard (see :mod:`ctsurv.vlm.trainer`).
+    """
     from safetensors.torch import save_file
 
     folder = Path(folder)
+    projector_state = decoder_state = None
+    if state_dict is not None:
+        with torch.device("meta"):  # the full shapes (the model's own may be shards)
+            shapes = build_projector(model.config.projector, model.config.feature_dim, model.config.hidden_size)
+        projector_state = sub_state_dict(state_dict, "projector.", shapes.state_dict())
+        decoder_state = sub_state_dict(state_dict, "decoder.")
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     os.chmod(tmp, 0o755)
     try:
-        state = {k: v.detach().to("cpu").contiguous() for k, v in model.projector.state_dict().items()}
-        save_file(state, str(tmp / PROJECTOR_FILE))
+        state = projector_state if projector_state is not None else model.projector.state_dict()
+        save_file({k: v.detach().to("cpu").contiguous() for k, v in state.items()}, str(tmp / PROJECTOR_FILE))
+        given = {} if decoder_state is None else {"state_dict": decoder_state}
         if model.uses_lora:
-            model.decoder.save_pretrained(tmp / ADAPTER_DIR, save_embedding_layers=False)
+            model.decoder.save_pretrained(tmp / ADAPTER_DIR, save_embedding_layers=False, **given)
         else:
-            model.decoder.save_pretrained(tmp / DECODER_DIR)
+            model.decoder.save_pretrained(tmp / DECODER_DIR, **given)
             model.tokenizer.save_pretrained(tmp / DECODER_DIR)
         model.tokenizer.save_pretrained(tmp)
         model.config.to_json(tmp / CONFIG_FILE)
@@ -69,6 +84,27 @@ def save(model: CTVisionLanguageModel, folder: str | Path) -> Path:
         raise
     log.info("saved vision-language model to %s", folder)
     return folder
+
+
+def sub_state_dict(state_dict: Mapping[str, torch.Tensor], prefix: str,
+                   expected: Mapping[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    """The entries of ``state_dict`` under ``prefix``, with the prefix removed.
+
+    With ``expected`` (a state dict with the full shapes), keys and shapes must match: a
+    shard is refused instead of written as if it were the whole tensor.
+    """
+    part = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+    if expected is not None:
+        missing, extra = sorted(set(expected) - set(part)), sorted(set(part) - set(expected))
+        if missing or extra:
+            raise DataError(f"the weights to save do not match the model under '{prefix}' "
+                            f"(missing {missing[:3]}, unexpected {extra[:3]})")
+        for k, v in part.items():
+            want = tuple(expected[k].shape)
+            if tuple(v.shape) != want:
+                raise DataError(f"the weights to save have {prefix}{k} of shape {tuple(v.shape)}, the model {want}: "
+                                "a shard, not the whole tensor; gather the full state dict first")
+    return part
 
 
 def check_fingerprint(config: VLMConfig, model_name: str | Path | None, feature_fingerprint: str | None,

@@ -16,6 +16,10 @@
   tokens_per_s, val_loss and val parts at evaluations), ``tensorboard/`` event files,
   ``checkpoints/`` (see :mod:`ctsurv.vlm.checkpoint`) and ``best/`` (``save_fn``'s folder
   for the lowest validation loss; the last model when there is no validation data).
+- Sharded weights (FSDP, DeepSpeed ZeRO-3): ``best/`` is written from the full state dict,
+  gathered from every process onto the main one, which alone writes; ``save_fn`` must then
+  take it as ``save_fn(model, folder, state_dict=...)`` (:func:`ctsurv.vlm.save` does), which
+  is checked before training starts.  With DDP or one process ``save_fn(model, folder)``.
 - Resume: a re-run finds the newest checkpoint and continues the same curve (to float
   precision on a CPU).  A checkpoint written under another configuration (settings or the
   caller's ``run_config``) is refused with the differing keys, unless ``restart=True``, which
@@ -39,7 +43,8 @@ import torch
 
 from ..atomic import atomic_path
 from ..errors import ConfigError, CtsurvError
-from .checkpoint import config_diff, fingerprint, latest_checkpoint, load_checkpoint, read_state, save_checkpoint
+from .checkpoint import (config_diff, fingerprint, full_state_dict, is_sharded, latest_checkpoint, load_checkpoint,
+                         read_state, save_checkpoint)
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +140,8 @@ def train(
 
     Args:
         train_data, val_data: indexable datasets; ``collate_fn(list of items) -> batch dict``.
-        save_fn: ``save_fn(unwrapped_model, folder)`` writes a usable model (e.g. ctsurv.vlm.save).
+        save_fn: ``save_fn(unwrapped_model, folder)`` writes a usable model (e.g. ctsurv.vlm.save);
+            with sharded weights it is called with ``state_dict=`` the gathered full weights.
         run_config: what else defines the run (model, data); a checkpoint made under another
             one is refused (or deleted when ``restart``).
         batch_sampler: ``epoch -> list of global batches of indices``; must depend on the
@@ -146,6 +152,12 @@ def train(
         raise CtsurvError("no training examples: the training split is empty")
     accelerator = _make_accelerator(settings)
     procs, rank = accelerator.num_processes, accelerator.process_index
+    if is_sharded(accelerator) and not accepts_state_dict(save_fn):
+        raise ConfigError(
+            f"{accelerator.distributed_type.value} shards the weights over the processes, but the save function "
+            f"{getattr(save_fn, '__qualname__', save_fn)!r} takes no state_dict argument, so the best model could "
+            "not be written whole; give it one (as ctsurv.vlm.save has) or train with DDP (config/accelerate/ddp.yaml)"
+        )
     sampler = batch_sampler or random_batches(len(train_data), settings.batch_size * procs, settings.seed, procs)
     per_epoch = len(sampler(0))
     ga = settings.grad_accum
@@ -298,16 +310,28 @@ def cosine_with_warmup(optimizer, warmup_steps: int, total_steps: int) -> torch.
 
 @torch.no_grad()
 def evaluate(model, data: Sequence, loss_fn, collate_fn, batch_size: int, accelerator) -> dict[str, float]:
-    """Mean of each loss part over ``data`` (weighted by batch size), every process a share."""
+    """Mean of each loss part over ``data`` (weighted by batch size), every process a share.
+
+    Every process runs the same number of forward passes, because a wrapped model's forward
+    is collective (FSDP gathers the weights, DDP broadcasts buffers): a process whose share
+    is one batch short repeats its first batch and does not count it.
+    """
     model.eval()
     sums: dict[str, torch.Tensor] = {}
     count = torch.zeros((), device=accelerator.device)
+    procs = accelerator.num_processes
     starts = list(range(0, len(data), batch_size))
-    for start in starts[accelerator.process_index :: accelerator.num_processes]:
+    mine = starts[accelerator.process_index :: procs]
+    rounds = math.ceil(len(starts) / procs)
+    for k in range(rounds):
+        counted = k < len(mine)
+        start = mine[k] if counted else starts[0]
         items = [data[i] for i in range(start, min(start + batch_size, len(data)))]
         batch = _to_device(collate_fn(items), accelerator.device)
         with accelerator.autocast():
             out = loss_fn(model, batch)
+        if not counted:
+            continue
         for name, value in _parts(out).items():
             sums[name] = sums.get(name, 0.0) + value * len(items)
         count += len(items)
@@ -434,17 +458,36 @@ def _to_device(batch, device):
     return batch
 
 
+def accepts_state_dict(save_fn) -> bool:
+    """Whether ``save_fn`` can be given the gathered weights as ``state_dict=``."""
+    import inspect
+
+    try:
+        params = inspect.signature(save_fn).parameters
+    except (TypeError, ValueError):
+        return False
+    return "state_dict" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+
 def _save_best(accelerator, model, save_fn, best_dir: Path) -> None:
-    """``save_fn`` into a hidden folder, then swap it in, so ``best/`` is always whole."""
+    """``save_fn`` into a hidden folder, then swap it in, so ``best/`` is always whole.
+
+    Sharded weights are first gathered (every process takes part) and written by the main
+    process from the full state dict: its own module holds only a shard.
+    """
     accelerator.wait_for_everyone()
     unwrapped = accelerator.unwrap_model(model)
+    full = full_state_dict(accelerator, model)
     if accelerator.is_main_process:
         tmp = best_dir.with_name(f".{best_dir.name}.tmp")
         old = best_dir.with_name(f".{best_dir.name}.old")
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(old, ignore_errors=True)
         was_training = unwrapped.training
-        save_fn(unwrapped, tmp)
+        if full is None:
+            save_fn(unwrapped, tmp)
+        else:
+            save_fn(unwrapped, tmp, state_dict=full)
         unwrapped.train(was_training)
         if best_dir.exists():
             best_dir.rename(old)
