@@ -47,6 +47,10 @@ MAX_FOLLOWUP_DAYS = 36525.0
 #: Study ids name files and folders (features, caches, instruction data), so they may not
 #: walk out of a folder or hide: no path separators, no "." or ".." and no control characters.
 _UNSAFE_ID = re.compile(r"[/\\\x00-\x1f\x7f]|^\.{1,2}$")
+#: control characters a report may not hold (C0 but tab and line breaks, DEL, C1)
+_BAD_CONTROL = re.compile(r"[\x00-\x08\x0e-\x1f\x7f-\x9f]")
+#: harmless ones, normalised: Windows/old Mac line ends, vertical tab and form feed -> newline, tab -> space
+_LINE_BREAKS = re.compile(r"\r\n?|[\x0b\x0c]")
 
 
 def type_clinical(df: pd.DataFrame, clinical: dict) -> pd.DataFrame:
@@ -129,6 +133,7 @@ def standardize(raw: pd.DataFrame, spec: dict) -> pd.DataFrame:
             values.fail_cells(df, empty, column, "empty", f"every study needs a {column}")
     for column in ("report", "split"):
         df[column] = values.parse_string(df, column) if column in df.columns else pd.Series(pd.NA, index=df.index, dtype="string")
+    df["report"] = clean_reports(df)
     df["time"] = values.parse_float(df, "time") if "time" in df.columns else pd.Series(float("nan"), index=df.index)
     df["event"] = values.parse_event(df, "event") if "event" in df.columns else pd.Series(pd.NA, index=df.index, dtype="Int64")
     geometry = [c for c in GEOMETRY_COLUMNS if c in df.columns]
@@ -138,6 +143,45 @@ def standardize(raw: pd.DataFrame, spec: dict) -> pd.DataFrame:
     type_clinical(df, clinical)
     keep = CORE_COLUMNS + geometry + list(clinical) + [c for c in (SOURCE, ROW) if c in df.columns]
     return df[keep]
+
+
+def clean_reports(df: pd.DataFrame) -> pd.Series:
+    """``df['report']`` with harmless control characters normalised; others are an error.
+
+    Line ends ``\\r\\n`` and ``\\r``, vertical tab and form feed become ``\\n``, a tab becomes
+    a space, and one log line counts the reports changed.  Any other control character
+    (``\\x00``-``\\x08``, ``\\x0e``-``\\x1f``, DEL, ``\\x80``-``\\x9f``) stops the ingest
+    with a DataError naming file, row, study and the character's code and position, never
+    the report's text (reports are PHI; nothing of them goes to messages or logs).
+    """
+    reports = df["report"]
+    texts = reports.tolist()
+    bad = [i for i, r in enumerate(texts) if isinstance(r, str) and _BAD_CONTROL.search(r)]
+    if bad:
+        lines = []
+        for i in bad[:_SHOWN]:
+            found = [(m.start(), m.group()) for m in _BAD_CONTROL.finditer(texts[i])]
+            codes = ", ".join(f"U+{ord(c):04X} at character {pos + 1}" for pos, c in found[:3])
+            lines.append(f"{locate(df, i, 'report')}: {len(found)} control character(s) ({codes}"
+                         f"{', ...' if len(found) > 3 else ''})")
+        more = f"\n  ... and {len(bad) - _SHOWN} more" if len(bad) > _SHOWN else ""
+        raise DataError(
+            f"{len(bad)} report(s) with control characters (report text not shown):\n  " + "\n  ".join(lines) + more
+            + "\nFix: remove these characters from the reports (they are usually left over from a text export "
+            "or a bad encoding: re-export the reports as UTF-8 text); tabs and line breaks are fine"
+        )
+    changed = 0
+    cleaned = []
+    for r in texts:
+        if isinstance(r, str) and ("\t" in r or _LINE_BREAKS.search(r)):
+            r = _LINE_BREAKS.sub("\n", r).replace("\t", " ")
+            changed += 1
+        cleaned.append(r)
+    if changed:
+        where_ = df[SOURCE].iat[0] if SOURCE in df.columns and len(df) else "the dataset"
+        log.info("%s: normalised %d report(s): \\r\\n, \\r, vertical tab and form feed to \\n, tab to a space",
+                 where_, changed)
+    return pd.Series(cleaned, index=reports.index, dtype="string")
 
 
 def _fail(df: pd.DataFrame, rows: list[int], problem: str, fix: str, column: str | None = None) -> None:
