@@ -100,7 +100,7 @@ def test_ask_with_a_cached_study(setup, tmp_path, capsys):
     assert answer == generate_answers(model, features, [first_prompt(None, QUESTIONS[1])], max_new_tokens=5)[0]
 
     code, _, err = _ask(capsys, root / "with_encoder", "--features", store_dir, "--study", "zzz", "--question", "q")
-    assert code == 1 and "has no study 'zzz'" in err
+    assert code == 1 and "--study zzz: not in the feature store" in err
     code, _, err = _ask(capsys, root / "with_encoder", "--features", store_dir, "--question", "q")
     assert code == 1 and "--features needs --study" in err
     other = tiny_store(tmp_path / "other", ["a"], tokens=4, dim=64, fingerprint="another-encoder")

@@ -18,6 +18,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .checks import non_negative_int, positive_float, positive_int
+
+MODEL_HOW = "pass the folder written by ctsurv train-stage1 (rule train_stage1) or ctsurv.vlm.save"
+STORE_HOW = "write it with the workflow's encode_images rule or ctsurv encode-images"
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -33,17 +38,17 @@ def register(subparsers) -> None:
     p.add_argument("--study", help="study id in --features")
     p.add_argument("--question", required=True, help="the question")
     p.add_argument("--clinical", default=None, help="clinical sentence placed before the image (as in training)")
-    p.add_argument("--max-new-tokens", type=int, default=64, help="longest answer in tokens (default 64)")
+    p.add_argument("--max-new-tokens", type=positive_int, default=64, help="longest answer in tokens (default 64)")
     p.add_argument("--device", default=None, help="cuda, cpu, ... (default: cuda when available)")
     p.add_argument("--decoder", type=Path, default=None, help="base decoder folder, if it moved (LoRA models)")
     enc = p.add_argument_group("image encoder and preprocessing (--image; default: as recorded in vlm.json)")
     enc.add_argument("--encoder-checkpoint", type=Path, default=None, help="encoder checkpoint (.pt / .safetensors)")
-    enc.add_argument("--encoder-layers", type=int, nargs=4, default=None, help="blocks per stage")
-    enc.add_argument("--encoder-width", type=int, default=None, help="stem channels")
-    enc.add_argument("--encoder-seed", type=int, default=None, help="seed of a random encoder (no checkpoint)")
+    enc.add_argument("--encoder-layers", type=positive_int, nargs=4, default=None, help="blocks per stage")
+    enc.add_argument("--encoder-width", type=positive_int, default=None, help="stem channels")
+    enc.add_argument("--encoder-seed", type=non_negative_int, default=None, help="seed of a random encoder (no checkpoint)")
     enc.add_argument("--tokens", type=int, choices=[49, 490], default=None, help="49 (mean over z) or 490")
-    enc.add_argument("--spacing", type=float, nargs=3, metavar=("X", "Y", "Z"), default=None, help="mm")
-    enc.add_argument("--size", type=int, nargs=3, metavar=("X", "Y", "Z"), default=None, help="voxels")
+    enc.add_argument("--spacing", type=positive_float, nargs=3, metavar=("X", "Y", "Z"), default=None, help="mm")
+    enc.add_argument("--size", type=positive_int, nargs=3, metavar=("X", "Y", "Z"), default=None, help="voxels")
     enc.add_argument("--no-ct-check", action="store_true", help="accept images whose values do not look like CT HU")
     p.set_defaults(func=_run)
 
@@ -54,13 +59,27 @@ def _run(args: argparse.Namespace) -> int:
     from ..errors import DataError
     from ..instructions import first_prompt
     from ..vlm import generate_answers, load
+    from .checks import check_inputs
 
-    if args.max_new_tokens < 1:
-        raise DataError("--max-new-tokens must be at least 1")
     if args.features is not None and not args.study:
         raise DataError("--features needs --study ID (the study to answer about)")
     if args.image is not None and args.study:
         raise DataError("--study goes with --features; with --image the CT file is the study")
+    # every input before the model is loaded (minutes for a 7B decoder)
+    check_inputs(
+        files=[("--encoder-checkpoint", args.encoder_checkpoint, "encoder checkpoint")],
+        folders=[("MODEL", args.model, "model folder", "vlm.json", MODEL_HOW),
+                 ("--features", args.features, "feature store", "index.parquet", STORE_HOW),
+                 ("--decoder", args.decoder, "decoder folder", "config.json",
+                  "pass the base decoder's Hugging Face folder (with config.json)")])
+    if args.image is not None and not args.image.exists():
+        raise DataError(f"--image {args.image}: CT file or DICOM folder not found; check the path")
+    if args.features is not None:
+        from ..features import FeatureStore
+
+        if args.study not in FeatureStore(args.features):
+            raise DataError(f"--study {args.study}: not in the feature store {args.features}; check the id "
+                            "(ids are compared exactly) or encode the study")
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     model = load(args.model, device=device, decoder=args.decoder)
     if args.features is not None:
@@ -86,7 +105,7 @@ def _store_features(model, store_path: Path, study: str):
         check_fingerprint(model.config, model.folder, json.loads(meta.read_text(encoding="utf-8")).get("fingerprint"),
                           f"the feature store {store_path}")
     if study not in store:
-        raise DataError(f"feature store {store_path} has no study '{study}'")
+        raise DataError(f"--study {study}: not in the feature store {store_path}")
     return store.get([study], name="tokens")
 
 

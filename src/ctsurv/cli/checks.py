@@ -149,3 +149,47 @@ def check_outputs(
                 raise CtsurvError(f"{flag} {out}: is inside the input folder {source} (e.g. a DICOM series or a cache), "
                                   "so writing it would change what is read. Choose a path outside it")
         _check_writable(out, flag, is_folder)
+
+
+def check_inputs(
+    files: Iterable[tuple[str, str | Path | None, str]] = (),
+    folders: Iterable[tuple[str, str | Path | None, str, str | None, str]] = (),
+) -> None:
+    """Refuse missing inputs before any work (before a model is loaded), naming flag and path.
+
+    Args:
+        files: (flag, path, what) of each input file, e.g. ``("TABLE", args.table, "table")``;
+            None paths are skipped.
+        folders: (flag, path, what, marker, how) of each input folder: ``marker`` is a file the
+            folder must hold (None: any folder), ``how`` says where such a folder comes from.
+
+    Raises:
+        CtsurvError: e.g. ``--features x: feature store not found; write it with ...``.
+    """
+    for flag, path, what in files:
+        if path is None:
+            continue
+        path = Path(path)
+        if not path.exists():
+            raise CtsurvError(f"{flag} {path}: {what} not found; check the path")
+        if path.is_dir():
+            raise CtsurvError(f"{flag} {path}: is a folder; give the {what} file")
+    for flag, path, what, marker, how in folders:
+        if path is None:
+            continue
+        path = Path(path)
+        if not path.exists():
+            raise CtsurvError(f"{flag} {path}: {what} not found; {how}")
+        if not path.is_dir():
+            raise CtsurvError(f"{flag} {path}: is a file, not a {what} folder; {how}")
+        if marker and not (path / marker).exists():
+            raise CtsurvError(f"{flag} {path}: not a{'n' if what[0] in 'aeiou' else ''} {what} (it has no {marker}); {how}")
+
+
+def check_replaceable(flag: str, path: str | Path, marker: str, what: str) -> None:
+    """Refuse an output folder that exists, is not empty and is not a ``what`` (no ``marker``):
+    the command replaces its output folder whole, which would delete what is in it."""
+    path = Path(path)
+    if path.is_dir() and any(path.iterdir()) and not (path / marker).exists():
+        raise CtsurvError(f"{flag} {path}: the folder exists and is not a {what} (no {marker}); the command replaces "
+                          "its output folder whole, which would delete what is in it. Choose a new folder, or empty it")

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from ..resources import config_schema, default_config
+from .checks import positive_int
 
 
 def register(subparsers) -> None:
@@ -25,7 +26,7 @@ def register(subparsers) -> None:
     parser.add_argument("--out", type=Path, required=True, help="model folder to write (training state in OUT.train/)")
     parser.add_argument("--config", type=Path, help="ctsurv config file whose 'vlm' section is used (default: config/config.yaml here, else the demo's)")
     parser.add_argument("--vlm-json", type=Path, help=argparse.SUPPRESS)  # the vlm section, from the workflow
-    parser.add_argument("--max-steps", type=int, help="override vlm.stage1.max_steps")
+    parser.add_argument("--max-steps", type=positive_int, help="override vlm.stage1.max_steps")
     parser.add_argument("--restart", action="store_true", help="delete an interrupted run's checkpoints and start over")
     parser.add_argument("--zero-images", action="store_true", help="train on zeroed visual tokens (the no-image control)")
     parser.set_defaults(func=run)
@@ -33,7 +34,21 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     from ..config import load_yaml, validate_config
-    from ..vlm.stage1 import Stage1Data, train_stage1
+    from ..vlm.stage1 import Stage1Data, train_stage1, training_dir
+    from .checks import check_inputs, check_outputs, check_replaceable
+
+    folders = [("--decoder", args.decoder, "decoder folder", "config.json",
+                "pass a local Hugging Face causal LM folder (with config.json), e.g. the demo_decoder rule's output")]
+    for instructions, features in args.data:
+        folders += [("--data", instructions, "instruction folder", "train.json",
+                     "write it with the workflow's build_instructions rule (it holds train.json and val.json)"),
+                    ("--data", features, "feature store", "index.parquet",
+                     "write it with the workflow's encode_images rule or ctsurv encode-images")]
+    check_inputs(files=[("--config", args.config, "config file"), ("--vlm-json", args.vlm_json, "vlm settings file")],
+                 folders=folders)
+    inputs = [args.decoder, args.config, args.vlm_json, *(p for pair in args.data for p in pair)]
+    check_outputs(inputs=inputs, folders=[("--out", args.out), ("--out", training_dir(args.out))])
+    check_replaceable("--out", args.out, "vlm.json", "model folder")
 
     if args.vlm_json:
         vlm = json.loads(args.vlm_json.read_text(encoding="utf-8"))
