@@ -9,7 +9,7 @@ import pytest
 from ctsurv.demo import generate_dataset
 from ctsurv.demo.nifti import read_canonical
 from ctsurv.demo.phantom import LABEL
-from ctsurv.demo.phenotypes import CACHEXIA_FAT_MM, MASS_MM, NECROTIC_TUMOR, OBESITY_FAT_MM, PHENOTYPES, SEVERE_EMPHYSEMA, phenotype_frame
+from ctsurv.demo.phenotypes import CACHEXIA_FAT_MM, MASS_MM, MODERATE_EMPHYSEMA, NECROTIC_TUMOR, OBESITY_FAT_MM, OVERWEIGHT_FAT_MM, PHENOTYPES, T_CUTS_MM, THIN_FAT_MM, SEVERE_EMPHYSEMA, phenotype_frame
 
 N = 40  # seed 11: every volume-visible code below has positives and negatives
 
@@ -72,6 +72,8 @@ def test_codes_match_the_label_maps(pretrain):
         # Exact: the painted emphysema is the truth's fraction of the lungs.
         assert m["emphysema"] == pytest.approx(t.emphysema_fraction, abs=2e-3), t.study_id
         assert c["emphysema"] == (m["emphysema"] > 0) and c["emphysema_severe"] == (m["emphysema"] >= SEVERE_EMPHYSEMA - 2e-3)
+        if abs(m["emphysema"] - MODERATE_EMPHYSEMA) > 2e-3:
+            assert c["emphysema_moderate"] == (m["emphysema"] >= MODERATE_EMPHYSEMA), t.study_id
         # Fat within a voxel; the code agrees wherever the measurement is clear of the cut.
         tol = m["spacing"] + 0.5
         assert abs(m["fat_mm"] - t.fat_mm) <= tol, (t.study_id, m["fat_mm"], t.fat_mm)
@@ -79,10 +81,21 @@ def test_codes_match_the_label_maps(pretrain):
             assert c["cachexia"] == (m["fat_mm"] < CACHEXIA_FAT_MM), t.study_id
         if abs(m["fat_mm"] - OBESITY_FAT_MM) > tol:
             assert c["obesity"] == (m["fat_mm"] > OBESITY_FAT_MM), t.study_id
+        if abs(m["fat_mm"] - THIN_FAT_MM) > tol:
+            assert c["thin_habitus"] == (m["fat_mm"] < THIN_FAT_MM), t.study_id
+        if abs(m["fat_mm"] - OVERWEIGHT_FAT_MM) > tol:
+            assert c["overweight"] == (m["fat_mm"] > OVERWEIGHT_FAT_MM), t.study_id
         # Tumour: present in the volume exactly when coded; nodule vs mass by its extent.
         assert (c["lung_nodule"] or c["lung_mass"]) == (m["tumour_voxels"] > 0), t.study_id
         if m["tumour_voxels"] and abs(m["tumour_extent_mm"] - MASS_MM) > 2 * tol:
             assert c["lung_mass"] == (m["tumour_extent_mm"] >= MASS_MM), t.study_id
+        # The T-category ladder: no tumour, no code; a painted axial extent clearly past a cut
+        # is coded (the axis-aligned extent of an oblique tumour can be shorter than its size).
+        for cut in T_CUTS_MM:
+            if not m["tumour_voxels"]:
+                assert c[f"tumor_{int(cut)}mm"] == 0, t.study_id
+            elif m["tumour_extent_mm"] >= cut + 2 * tol:
+                assert c[f"tumor_{int(cut)}mm"] == 1, (t.study_id, cut)
         if m["tumour_voxels"] and t.tumor_size_mm >= 20:
             assert m["necrosis"] == pytest.approx(t.necrosis_fraction, abs=0.1), t.study_id
             if abs(m["necrosis"] - NECROTIC_TUMOR) > 0.1:
@@ -110,4 +123,11 @@ def test_codes_of_a_truth_row():
     codes = phenotype_frame(pd.DataFrame([row])).iloc[0]
     on = {name for name in PHENOTYPES if codes[name] == 1}
     # brain metastases are outside the scan; a missing tumour size is no tumour
-    assert on == {"emphysema", "emphysema_severe", "cachexia", "bone_lesion", "right_heart_strain", "coronary_calcification"}
+    assert on == {"emphysema", "emphysema_moderate", "emphysema_severe", "cachexia", "thin_habitus", "bone_lesion",
+                  "right_heart_strain", "coronary_calcification"}
+    row.update(emphysema_fraction=0.1, fat_mm=24.0, tumor_size_mm=45.0, necrosis_fraction=0.1)
+    codes = phenotype_frame(pd.DataFrame([row])).iloc[0]
+    on = {name for name in PHENOTYPES if codes[name] == 1}
+    # graded codes are cumulative: a 45 mm tumour is >= 10, 20, 40 mm but not 50 or 70
+    assert on == {"emphysema", "emphysema_moderate", "overweight", "lung_mass", "tumor_10mm", "tumor_20mm", "tumor_40mm",
+                  "bone_lesion", "right_heart_strain", "coronary_calcification"}

@@ -23,7 +23,7 @@ import numpy as np
 from .anatomy import LOBE_ABBREV, STATIONS
 from .findings import Findings
 from .gold import GoldAnswer, not_mentioned
-from .phenotypes import CACHEXIA_FAT_MM, NECROTIC_TUMOR, OBESITY_FAT_MM, RV_STRAIN, SEVERE_EMPHYSEMA
+from .phenotypes import CACHEXIA_FAT_MM, MODERATE_EMPHYSEMA, NECROTIC_TUMOR, OBESITY_FAT_MM, OVERWEIGHT_FAT_MM, RV_STRAIN, SEVERE_EMPHYSEMA, THIN_FAT_MM
 
 # Sections in reading order.
 _ORDER = ("history", "technique", "pe", "lungs", "airways", "pleura", "mediastinum", "vessels", "heart", "abdomen", "bones", "soft_tissues")
@@ -415,7 +415,7 @@ def _emphysema(w: _Writer, fraction: float) -> None:
     percent = int(round(100 * fraction / 5.0) * 5) or 5
     if fraction >= SEVERE_EMPHYSEMA:
         grade = w.pick(["Severe", "Extensive", "Advanced"])
-    elif fraction >= 0.08:
+    elif fraction >= MODERATE_EMPHYSEMA:
         grade = "Moderate"
     else:
         grade = w.pick(["Mild", "Minimal", "Trace"])
@@ -445,9 +445,9 @@ def _habitus(w: _Writer, fat_mm: float) -> None:
             ]
         )
         w.impression.append("Cachexia.")
-    elif fat_mm < 15.0:
+    elif fat_mm < THIN_FAT_MM:
         sentence = w.pick(["Thin subcutaneous fat layer.", f"Slender body habitus; subcutaneous fat measures about {mm} mm."])
-    elif fat_mm <= 21.0:
+    elif fat_mm <= OVERWEIGHT_FAT_MM:
         if w.chance(0.4):
             return
         sentence = w.pick(["Normal body habitus.", "Subcutaneous fat of normal thickness.", f"Subcutaneous fat measures about {mm} mm, within normal limits."])
