@@ -2,7 +2,10 @@
 
 A checkpoint is one folder, ``<out>/checkpoints/step-000120/``::
 
-    trainable.safetensors   every parameter with requires_grad (names of the unwrapped model)
+    trainable.safetensors   every parameter with requires_grad (names of the unwrapped model),
+                            plus the buffers a module lists in ``checkpoint_buffers``
+                            (state set during training that is not a parameter, e.g. stage 2's
+                            standardiser, fitted before the first step and never on resume)
     optimizer.pt            AdamW state (torch.save; read back with weights_only=True)
     scheduler.pt            learning-rate schedule state
     rng-<rank>.pt           Python, NumPy, torch CPU and CUDA generator states of each process
@@ -164,13 +167,22 @@ def load_checkpoint(folder: str | Path, accelerator, model, optimizer, scheduler
     return read_state(folder)
 
 
+def _checkpointed(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Trainable parameters and the buffers named by any submodule's ``checkpoint_buffers``."""
+    out = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    for prefix, module in model.named_modules():
+        for name in getattr(module, "checkpoint_buffers", ()):
+            out[f"{prefix}.{name}" if prefix else name] = getattr(module, name)
+    return out
+
+
 def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {n: p.detach().to("cpu").contiguous() for n, p in model.named_parameters() if p.requires_grad}
+    return {n: p.detach().to("cpu").contiguous() for n, p in _checkpointed(model).items()}
 
 
 def load_trainable_state(model: torch.nn.Module, file: str | Path) -> None:
     saved = load_file(str(file))
-    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    params = _checkpointed(model)
     missing, unexpected = sorted(set(params) - set(saved)), sorted(set(saved) - set(params))
     if missing or unexpected:
         raise CtsurvError(

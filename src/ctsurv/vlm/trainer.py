@@ -135,6 +135,8 @@ def train(
     run_config: Mapping | None = None,
     restart: bool = False,
     batch_sampler: BatchSampler | None = None,
+    lr_groups: Mapping[str, float] | None = None,
+    on_start: Callable[[torch.nn.Module, Any], None] | None = None,
 ) -> TrainResult:
     """Train the parameters of ``model`` that require gradients; see the module docstring.
 
@@ -146,6 +148,16 @@ def train(
             one is refused (or deleted when ``restart``).
         batch_sampler: ``epoch -> list of global batches of indices``; must depend on the
             epoch only (it is re-evaluated on resume).  Default: :func:`random_batches`.
+        lr_groups: ``parameter-name prefix -> learning rate`` for parts that need their own
+            (stage 2: the survival branch, a small fresh head next to a pre-trained decoder);
+            each becomes an AdamW parameter group after the default group (``settings.lr``),
+            all following the same warm-up/cosine schedule.  The groups are part of the
+            optimizer's state dict, so a checkpoint resumes only under the same grouping
+            (include them in ``run_config``).  A prefix that matches no trainable parameter is
+            an error.
+        on_start: ``on_start(prepared_model, accelerator)`` runs once before the first step of
+            a fresh run (not on resume: what it sets must live in the model's state dict,
+            which the checkpoint restores), e.g. stage 2's standardiser fit.
     """
     out_dir = Path(out_dir)
     if len(train_data) == 0:
@@ -192,10 +204,8 @@ def train(
             )
 
     _enable_gradient_checkpointing(model, settings, accelerator.device)
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
-        raise CtsurvError("the model has no trainable parameters")
-    optimizer = torch.optim.AdamW(params, lr=settings.lr, betas=settings.betas, weight_decay=settings.weight_decay)
+    groups = param_groups(model, settings.lr, lr_groups)
+    optimizer = torch.optim.AdamW(groups, lr=settings.lr, betas=settings.betas, weight_decay=settings.weight_decay)
     scheduler = cosine_with_warmup(optimizer, settings.warmup_steps, total)
     model, optimizer = accelerator.prepare(model, optimizer)
 
@@ -205,6 +215,8 @@ def train(
         log.info("resuming from %s (step %d of %d)", latest.name, state["step"], total)
     else:
         _seed_everything(settings.seed + rank)
+        if on_start is not None:
+            on_start(model, accelerator)
     accelerator.step = state["step"] * ga
 
     main = accelerator.is_main_process
@@ -289,6 +301,27 @@ def train(
         if metrics is not None:
             metrics.close()
     return TrainResult(best_dir, state["best_step"], state["best_val_loss"], state["step"], state["stopped_early"])
+
+
+def param_groups(model: torch.nn.Module, lr: float, lr_groups: Mapping[str, float] | None = None) -> list[dict]:
+    """AdamW parameter groups of the trainable parameters: the default group at ``lr`` (left out
+    when empty), then one group per ``lr_groups`` prefix (first matching prefix wins)."""
+    prefixes = list((lr_groups or {}).items())
+    default: list[torch.nn.Parameter] = []
+    extra: dict[str, list[torch.nn.Parameter]] = {p: [] for p, _ in prefixes}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        prefix = next((p for p, _ in prefixes if name.startswith(p)), None)
+        (extra[prefix] if prefix is not None else default).append(param)
+    if not default and not any(extra.values()):
+        raise CtsurvError("the model has no trainable parameters")
+    empty = [p for p, params in extra.items() if not params]
+    if empty:
+        raise ConfigError(f"learning-rate groups {empty} match no trainable parameter")
+    groups = [{"params": default, "lr": float(lr), "name": "default"}] if default else []
+    groups += [{"params": extra[p], "lr": float(group_lr), "name": p} for p, group_lr in prefixes]
+    return groups
 
 
 def cosine_with_warmup(optimizer, warmup_steps: int, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
