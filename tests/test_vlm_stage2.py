@@ -108,6 +108,14 @@ def test_each_loss_term_reaches_only_what_it_should(world, head):
     features = batch["features"].clone().requires_grad_(True)  # the encoder's output: must get nothing
     res = model({**batch, "features": features})
     parts = survival_branch_loss(head, res["z"], res["z_surv"], res["out"], batch["time"], batch["event"], batch["idx"])
+    # the head's output layer starts at zero: the survival loss then reaches only the head
+    surv = _grads(model, features, parts["surv"])
+    assert surv["head"] and not surv["lora"] and not surv["adaptor"] and not surv["features"]
+    # nudge it (as one step would) so gradients can pass through the head
+    with torch.no_grad():
+        model.branch.head.net[-1].weight.normal_(0.0, 0.1, generator=torch.Generator().manual_seed(0))
+    res = model({**batch, "features": features})
+    parts = survival_branch_loss(head, res["z"], res["z_surv"], res["out"], batch["time"], batch["event"], batch["idx"])
     # the adaptor starts as the identity (zero output layer); nudge it so gradients can pass through it
     lm = _grads(model, features, res["lm"])
     assert lm == {"lora": True, "projector": False, "adaptor": False, "head": False, "features": False}

@@ -200,7 +200,10 @@ class CTSurvivalVLM(nn.Module):
         return self.branch.head_name
 
     def forward(self, batch: Mapping) -> dict:
-        """LM loss (when labels are given), pooled state z, adapted z_surv and the head output.
+        """LM loss (when labels are given), pooled state, adapted z_surv and the head output.
+
+        ``pooled`` is the decoder's mean state as is; ``z`` the same in the branch's standardised
+        coordinates (what the adaptor starts from and the alignment compares z_surv with).
 
         The visual tokens are detached: the image encoder is frozen in both stages, so no loss
         term may reach it even when the features arrive with a gradient path.
@@ -209,9 +212,9 @@ class CTSurvivalVLM(nn.Module):
         mask = out.attention_mask
         if self.pool == "prompt" and out.labels is not None:
             mask = mask * (out.labels == IGNORE_INDEX).to(mask.dtype)
-        z = pool_hidden(out.last_hidden_state.float(), mask)
-        z_surv, head_out = self.branch(z)
-        return {"lm": out.loss, "z": z, "z_surv": z_surv, "out": head_out}
+        pooled = pool_hidden(out.last_hidden_state.float(), mask)
+        z_surv, head_out = self.branch(pooled)
+        return {"lm": out.loss, "pooled": pooled, "z": self.branch.standardize(pooled), "z_surv": z_surv, "out": head_out}
 
     def risks(self, head_out: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
         """Risk per row (higher = earlier event) and, for DeepHit, S(c_k) (n, K)."""
@@ -279,7 +282,7 @@ def load_stage2(folder: str | Path, feature_fingerprint: str | None = None) -> C
     meta = json.loads((folder / BRANCH_CONFIG).read_text(encoding="utf-8"))
     vlm = load(folder, feature_fingerprint=feature_fingerprint)
     branch = SurvivalBranch(**meta["branch"])
-    branch.load_state_dict(load_file(str(folder / BRANCH_WEIGHTS)))
+    branch.load_weights(load_file(str(folder / BRANCH_WEIGHTS)), where=f"{folder}: ")
     return CTSurvivalVLM(vlm, branch, meta["cuts"], meta["pool"])
 
 
@@ -298,6 +301,7 @@ class Stage2Settings:
     lm_weight: float = 1.0
     loss: dict = field(default_factory=dict)
     risk_memory: int = 64
+    standardize: bool = True
 
     @classmethod
     def from_config(cls, section: Mapping) -> "Stage2Settings":
@@ -360,8 +364,13 @@ def build_stage2_model(head: str, pretrain: str, settings: Stage2Settings, stage
 
 def train_stage2(instructions: Mapping[str, str | Path], cohort: pd.DataFrame, store_path: str | Path, head: str,
                  pretrain: str, settings: Stage2Settings, train_settings, out_dir: str | Path, stage1_dir=None,
-                 decoder_path=None, vlm_options: Mapping | None = None, restart: bool = False) -> dict:
+                 decoder_path=None, vlm_options: Mapping | None = None, restart: bool = False,
+                 branch_lr: float | None = None) -> dict:
     """Train one stage-2 model; the best (validation loss) lands in ``out_dir/best``.
+
+    Before the first step of a fresh run (not on resume: the buffers are in the checkpoint) the
+    branch's standardiser is fitted on one question per training patient
+    (``settings.standardize``; :func:`fit_standardizer`).
 
     Args:
         instructions: instruction JSON per split (``train``, ``val``).
@@ -372,6 +381,9 @@ def train_stage2(instructions: Mapping[str, str | Path], cohort: pd.DataFrame, s
         stage1_dir: the stage-1 model (``with``); decoder_path, vlm_options: the decoder and
             projector/LoRA settings (``without``).
         restart: drop existing checkpoints (see the trainer).
+        branch_lr: learning rate of the survival branch (adaptor and head), None: the
+            trainer's ``lr``.  The fresh head needs a larger one than the pre-trained decoder:
+            at 2e-3, 40 demo steps moved its weights by less than their initial scale.
 
     Returns:
         Summary: steps, best step and validation loss, trainable parameters, seconds.
@@ -396,14 +408,27 @@ def train_stage2(instructions: Mapping[str, str | Path], cohort: pd.DataFrame, s
     sampler = patient_batches(data["train"].questions["study_id"], train_settings.batch_size, train_settings.seed)
     pad = tok.pad_token_id
     run_config = {"head": head, "pretrain": pretrain, "stage2": asdict(settings), "stage1": str(stage1_dir),
-                  "decoder": str(decoder_path)}
+                  "decoder": str(decoder_path), "branch_lr": branch_lr}
+    fitted: dict = {}
+
+    def on_start(wrapped, accelerator) -> None:
+        if not settings.standardize:
+            return
+        fit_data = SurvivalExamples(one_question_each(tables["train"]), followup, feats, ids, tok, cfg.prompt_format,
+                                    cfg.max_length, cuts, where=str(instructions["train"]))
+        with accelerator.autocast():
+            fitted.update(fit_standardizer(wrapped, fit_data, train_settings.batch_size, accelerator.device))
+        log.info("stage 2 standardiser fitted: %s", fitted)
+
     result = train(model, data["train"], data["val"] if len(data["val"]) else None, loss_fn, train_settings, out_dir,
                    lambda items: collate(items, pad), save_stage2, run_config=run_config, restart=restart,
-                   batch_sampler=sampler)
+                   batch_sampler=sampler, lr_groups=None if branch_lr is None else {"branch.": float(branch_lr)},
+                   on_start=on_start)
     summary = {"head": head, "pretrain": pretrain, "steps": result.steps, "best_step": result.best_step,
                "best_val_loss": result.best_val_loss, "trainable": trainable_summary(model),
                "train_examples": len(data["train"]), "val_examples": len(data["val"]),
-               "risk_memory": settings.risk_memory, "seconds": round(_time.perf_counter() - started, 2)}
+               "risk_memory": settings.risk_memory, "branch_lr": branch_lr, "standardizer": fitted or None,
+               "seconds": round(_time.perf_counter() - started, 2)}
     log.info("stage 2 %s/%s: %s", head, pretrain, summary)
     return summary
 
@@ -428,15 +453,40 @@ def _store_fingerprint(store_path) -> str | None:
 
 
 @torch.no_grad()
-def score_examples(model: CTSurvivalVLM, data: SurvivalExamples, batch_size: int = 32) -> tuple[np.ndarray, np.ndarray | None]:
-    """Risk (and DeepHit S(c_k)) per example, teacher-forced on the examples' text."""
+def forward_examples(model, data: SurvivalExamples, batch_size: int = 32, device=None):
+    """The model's outputs (:meth:`CTSurvivalVLM.forward`) per batch of examples, in order:
+    eval mode, no gradient, teacher-forced on the examples' text.  ``model`` may be wrapped
+    (DDP); ``device`` defaults to the decoder's."""
+    core = getattr(model, "module", model)
     model.eval()
-    pad = model.vlm.tokenizer.pad_token_id
-    risks, survs = [], []
+    pad = core.vlm.tokenizer.pad_token_id
+    device = device if device is not None else core.vlm.device
     for start in range(0, len(data), batch_size):
         batch = collate([data[i] for i in range(start, min(start + batch_size, len(data)))], pad)
-        batch = {k: v.to(model.vlm.device) for k, v in batch.items()}
-        r, s = model.risks(model(batch)["out"])
+        yield model({k: v.to(device) for k, v in batch.items()})
+
+
+def fit_standardizer(model, data: SurvivalExamples, batch_size: int = 32, device=None) -> dict:
+    """Fit the branch's standardiser on the pooled states of ``data`` (one no-grad pass).
+
+    Stage 2 calls it before the first step on one question per training patient (the
+    patient's pooled state barely depends on the question); see :mod:`.survival` for why.
+    Returns the fit's summary plus its wall time in seconds.
+    """
+    started = _time.perf_counter()
+    core = getattr(model, "module", model)
+    pooled = torch.cat([out["pooled"].detach().float() for out in forward_examples(model, data, batch_size, device)])
+    info = core.branch.fit_standardizer(pooled)
+    info["seconds"] = round(_time.perf_counter() - started, 2)
+    return info
+
+
+@torch.no_grad()
+def score_examples(model: CTSurvivalVLM, data: SurvivalExamples, batch_size: int = 32) -> tuple[np.ndarray, np.ndarray | None]:
+    """Risk (and DeepHit S(c_k)) per example, teacher-forced on the examples' text."""
+    risks, survs = [], []
+    for out in forward_examples(model, data, batch_size):
+        r, s = model.risks(out["out"])
         risks.append(r)
         if s is not None:
             survs.append(s)
@@ -494,7 +544,8 @@ def run_stage2(instructions: Mapping[str, str | Path], cohort: pd.DataFrame, sto
     they are deleted once the run completes.
 
     Args:
-        stage2: the config's ``vlm.stage2`` section (:class:`Stage2Settings` keys and ``train``).
+        stage2: the config's ``vlm.stage2`` section (:class:`Stage2Settings` keys and ``train``,
+            whose ``branch_lr`` is the survival branch's learning rate).
         vlm: the config's ``vlm`` section (projector, weights, stage1's LoRA settings for
             ``without``).
     """
@@ -512,7 +563,7 @@ def run_stage2(instructions: Mapping[str, str | Path], cohort: pd.DataFrame, sto
                "lora": None if stage1.get("full_finetune") else stage1.get("lora")}
     summary = train_stage2(instructions, cohort, store_path, head, pretrain, settings, train_settings, work,
                            stage1_dir=stage1_dir, decoder_path=decoder_path, vlm_options=options,
-                           restart=restart or bool(stage2.get("restart")))
+                           restart=restart or bool(stage2.get("restart")), branch_lr=stage2["train"].get("branch_lr"))
     publish(work, out)
     (out / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
     shutil.rmtree(work / "checkpoints", ignore_errors=True)

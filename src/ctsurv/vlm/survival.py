@@ -9,7 +9,28 @@ bin logits (DeepHit).  The loss reuses :mod:`ctsurv.survival`:
 
 with the Cox partial likelihood (DeepSurv) or DeepHit's loss, the continuous dispersion on
 event times (DeepSurv) or the discrete one on time bins (DeepHit), and the alignment
-:math:`\lVert z_{surv} - z \rVert^2`; stage 2 adds the language-model loss.
+:math:`\lVert z_{surv} - z \rVert^2 / H`; stage 2 adds the language-model loss.
+
+Why the branch standardises z and starts its head at zero (issue 11, measured on demo_pe):
+the pooled states of different patients differ very little (norm ~3.7, per-dimension spread
+across patients ~0.07), so a randomly initialised head mostly outputs noise that a few dozen
+steps at the decoder's learning rate cannot undo (test c-index 0.60 although a ridge-Cox on the
+same frozen states reaches 0.74).  Hence:
+
+* a *fixed* standardiser (per-dimension mean and std of the training patients' pooled states,
+  fitted once in a no-grad pass before training, :meth:`SurvivalBranch.fit_standardizer`)
+  maps z to unit spread before the adaptor.  It is a pair of buffers, not batch norm: batch
+  statistics of a dozen patients made the dispersion term blow up;
+* the head's output layer starts at zero: every patient has risk 0 (the Cox null model) and
+  training moves away from it instead of from noise;
+* the continuous dispersion and the alignment are per-dimension means (divided by H): in
+  standardised coordinates a squared distance grows like H, so with a sum their weights
+  would have to be re-tuned for each decoder size.  The discrete dispersion compares cosines,
+  already free of scale and H, and is left as is.
+
+The regularisers (and the adaptor) work in the standardised coordinates: ``z`` passed to
+:func:`survival_branch_loss` is the *standardised* pooled state, the one the adaptor starts from,
+so that the alignment measures how far the adaptor moved, on the same scale as z_surv.
 """
 
 from __future__ import annotations
@@ -17,12 +38,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Sequence
 
+import logging
+
 import torch
 from torch import nn
 
 from ..survival.heads import ResidualAdaptor, deephit_head, deepsurv_head
 from ..survival.losses import cox_nll, deephit_loss
 from ..survival.regularizers import alignment, dispersion_continuous, dispersion_discrete
+
+log = logging.getLogger(__name__)
 
 HEADS = ("deepsurv", "deephit")
 
@@ -47,11 +72,21 @@ class SurvivalBranch(nn.Module):
         head_hidden: hidden widths of the head's MLP (empty: linear head).
         dropout: dropout in the head's hidden blocks.
 
-    Shapes: forward (B, H) -> (z_surv (B, H), out (B, 1) or (B, K + 1)).
+    Buffers ``z_mean`` and ``z_std`` (H,) standardise z before the adaptor; they default to 0 and 1
+    (the identity), so a branch saved before they existed loads and predicts as it did, and are
+    set once by :meth:`fit_standardizer`.  They are saved with the weights (``state_dict``).
+    The head's output layer starts at zero (every risk 0: the Cox null model).
+
+    Shapes: forward (B, H) -> (z_surv (B, H), out (B, 1) or (B, K + 1)); z_surv lives in the
+    standardised coordinates.
     """
 
+    #: the standardiser's buffers: a branch saved before they existed lacks them (loaded as the
+    #: identity); the trainer's checkpoints carry them (they are set before the first step only)
+    STANDARDIZER = checkpoint_buffers = ("z_mean", "z_std")
+
     def __init__(self, hidden: int, head: str = "deepsurv", num_bins: int | None = None, bottleneck: int = 64,
-                 head_hidden: Sequence[int] = (), dropout: float = 0.0):
+                 head_hidden: Sequence[int] = (), dropout: float = 0.0, zero_head: bool = True):
         super().__init__()
         if head not in HEADS:
             raise ValueError(f"head must be one of {HEADS}, got {head!r}")
@@ -62,10 +97,52 @@ class SurvivalBranch(nn.Module):
         # No batch norm: stage-2 batches are small and the head sees one pooled state per row.
         kwargs = dict(hidden=tuple(head_hidden), dropout=dropout, batch_norm=False)
         self.head = deepsurv_head(hidden, **kwargs) if head == "deepsurv" else deephit_head(hidden, num_bins, **kwargs)
+        if zero_head:
+            last = self.head.net[-1]
+            nn.init.zeros_(last.weight)
+            nn.init.zeros_(last.bias)
+        self.register_buffer("z_mean", torch.zeros(hidden))
+        self.register_buffer("z_std", torch.ones(hidden))
+
+    @torch.no_grad()
+    def fit_standardizer(self, z: torch.Tensor, eps: float = 1e-6) -> dict:
+        """Set ``z_mean``/``z_std`` to the per-dimension mean and std of ``z`` (n, H).
+
+        A dimension that does not vary gets std 1 (it is only centred), never a division by ~0.
+        Returns a summary (patients, mean norm of z, median per-dimension std) for the log.
+        """
+        z = z.detach().to(self.z_mean.device, torch.float32)
+        if z.ndim != 2 or z.shape[1] != self.hidden or len(z) < 2:
+            raise ValueError(f"fit_standardizer needs (n >= 2, {self.hidden}) pooled states, got {tuple(z.shape)}")
+        mean, std = z.mean(dim=0), z.std(dim=0)
+        std = torch.where(std > eps, std, torch.ones_like(std))
+        self.z_mean.copy_(mean)
+        self.z_std.copy_(std)
+        return {"patients": len(z), "mean_norm": round(float(z.norm(dim=1).mean()), 4),
+                "median_std": round(float(std.median()), 6)}
+
+    def standardize(self, z: torch.Tensor) -> torch.Tensor:
+        """``(z - z_mean) / z_std`` (the identity until :meth:`fit_standardizer`)."""
+        return (z - self.z_mean.to(z.dtype)) / self.z_std.to(z.dtype)
 
     def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        z_surv = self.adaptor(z)
+        z_surv = self.adaptor(self.standardize(z))
         return z_surv, self.head(z_surv)
+
+    def load_weights(self, state: dict, where: str = "") -> None:
+        """Load a saved ``state_dict``; one without the standardiser's buffers (saved before they
+        existed) keeps the identity standardiser, which is what it was trained with."""
+        expected = set(self.state_dict())
+        missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
+        other = [k for k in missing if k not in self.STANDARDIZER]
+        if other or unexpected:
+            raise RuntimeError(f"{where}survival branch weights do not fit its settings: missing {other}, "
+                               f"unexpected {list(unexpected)}")
+        if missing:
+            if len(missing) != len(self.STANDARDIZER):
+                raise RuntimeError(f"{where}survival branch weights hold only part of the standardiser: missing {missing}")
+            log.info("%ssurvival branch saved without a standardiser: z is used unstandardised", where)
+        self.load_state_dict(state, strict=False)
 
     def spec(self) -> dict:
         """Constructor arguments (saved next to the weights)."""
@@ -101,7 +178,8 @@ def survival_branch_loss(head: str, z: torch.Tensor, z_surv: torch.Tensor, out: 
 
     Args:
         head: ``deepsurv`` or ``deephit``.
-        z: pooled decoder states (B, H); z_surv: adapted states (B, H); out: head output.
+        z: pooled decoder states in the branch's standardised coordinates (B, H)
+            (:meth:`SurvivalBranch.standardize`); z_surv: adapted states (B, H); out: head output.
         time, event: follow-up (B,); idx: DeepHit bin per row (B,) (DeepHit only).
         weights: term weights.
         memory: optional ``(log_risk, time, event)`` of recent patients, detached (DeepSurv):
@@ -109,8 +187,10 @@ def survival_branch_loss(head: str, z: torch.Tensor, z_surv: torch.Tensor, out: 
 
     Returns:
         dict with ``surv``, ``dispersion``, ``alignment`` (unweighted) and ``total``
-        (``alpha*surv + dispersion_w*dispersion + alignment_w*alignment``).
+        (``alpha*surv + dispersion_w*dispersion + alignment_w*alignment``).  The continuous
+        dispersion and the alignment are divided by H (per-dimension means, module docstring).
     """
+    hidden = z_surv.shape[-1]
     w = weights or SurvivalLossWeights()
     if head == "deepsurv":
         log_hz = out.reshape(-1)
@@ -120,7 +200,7 @@ def survival_branch_loss(head: str, z: torch.Tensor, z_surv: torch.Tensor, out: 
                            torch.cat([time.reshape(-1), m_time.to(time.dtype)]))
         else:
             surv = cox_nll(log_hz, event, time)
-        disp = dispersion_continuous(z_surv, time, event)
+        disp = dispersion_continuous(z_surv, time, event) / hidden
     elif head == "deephit":
         if idx is None:
             raise ValueError("the DeepHit loss needs the time-bin index of each row")
@@ -128,7 +208,7 @@ def survival_branch_loss(head: str, z: torch.Tensor, z_surv: torch.Tensor, out: 
         disp = dispersion_discrete(z_surv, idx, event, tau=w.tau)
     else:
         raise ValueError(f"head must be one of {HEADS}, got {head!r}")
-    align = alignment(z_surv, z, event)
+    align = alignment(z_surv, z, event) / hidden
     total = w.alpha * surv + w.dispersion * disp + w.alignment * align
     return {"surv": surv, "dispersion": disp, "alignment": align, "total": total}
 
