@@ -17,6 +17,10 @@ training patient once.  DeepSurv batches also draw on a :class:`~.survival.RiskM
 last patients' detached risks, so that an event's risk set is not limited to the handful of
 patients of its batch (``stage2.risk_memory``; 0 turns it off).
 
+Before the first step the branch's standardiser is fitted on the training patients' pooled
+states (one question each, no gradient; ``stage2.standardize``), and the branch trains at its
+own learning rate (``stage2.train.branch_lr``): why, in :mod:`.survival`.
+
 Inference: the six questions of each patient give six risks (and for DeepHit six survival
 curves); the patient's prediction is their mean (:mod:`.ensemble`).  Each question's answer is
 generated; the pooled state is then taken over prompt plus generated answer, as in training
