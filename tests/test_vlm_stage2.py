@@ -237,7 +237,8 @@ def run(w, out, head, pretrain, kill_at=0):
         ts = TrainSettings(lr=5e-3, batch_size=8, max_steps=6, warmup_steps=1, checkpoint_every=3, eval_every=2,
                            seed=1, precision="fp32", gradient_checkpointing=False, progress=False)
         return stage2.train_stage2(w["paths"], pd.read_parquet(w["cohort"]), w["store"], head, pretrain, settings, ts,
-                                   out, stage1_dir=w["stage1"], decoder_path=w["decoder"], vlm_options={"lora": w["lora"]})
+                                   out, stage1_dir=w["stage1"], decoder_path=w["decoder"], vlm_options={"lora": w["lora"]},
+                                   branch_lr=5e-2)
     finally:
         stage2.Stage2Loss.__call__ = original
 
@@ -286,6 +287,7 @@ def test_train_kill_9_resume_and_predict(world, tmp_path):
     summary = module.run(spec, tmp_path / "whole", "deepsurv", "with")
     assert summary["steps"] == 6 and summary["trainable"].get("projector") is None  # W frozen with pre-training
     assert summary["trainable"]["branch"] > 0 and summary["trainable"]["decoder"] > 0
+    assert summary["branch_lr"] == 5e-2 and summary["standardizer"]["patients"] == 20  # one pass, each training patient
     killed = _run(script, spec, tmp_path / "killed", kill_at=5)  # after the checkpoint at step 3
     assert killed.returncode == -9, killed.stderr[-3000:]
     resumed = _run(script, spec, tmp_path / "killed")
@@ -296,6 +298,12 @@ def test_train_kill_9_resume_and_predict(world, tmp_path):
     assert (a[cols].fillna(-1) - b[cols].fillna(-1)).abs().to_numpy().max() < 1e-5
 
     model = load_stage2(tmp_path / "whole" / "best", feature_fingerprint="tiny-encoder")
+    # the standardiser was fitted once before step 1, and the resumed run took it from the checkpoint
+    again = json.loads(resumed.stdout.split("SUMMARY", 1)[1])
+    assert again["standardizer"] is None
+    other = load_stage2(tmp_path / "killed" / "best", feature_fingerprint="tiny-encoder")
+    assert not torch.equal(model.branch.z_std, torch.ones_like(model.branch.z_std))
+    assert torch.equal(model.branch.z_mean, other.branch.z_mean) and torch.equal(model.branch.z_std, other.branch.z_std)
     tables, followup, feats, ids = load_split_data(world["paths"], world["cohort"], world["store"])
     per_q = predict_questions(model, tables, followup, feats, ids, generate_splits=("test",), max_new_tokens=4)
     assert len(per_q) == N * len(QUESTIONS)
