@@ -337,3 +337,19 @@ def test_validation_asks_each_patient_one_question_cycling():
     picked = one_question_each(table)
     assert picked["study_id"].tolist() == ["a", "b", "c", "d"]
     assert picked["question_id"].tolist() == ["q1", "q2", "q3", "q1"]
+
+
+def test_without_pretraining_starts_the_same_whatever_ran_before(world):
+    """A fresh W (and LoRA) is seeded: two builds after different random draws are identical."""
+    from ctsurv.vlm.stage2 import Stage2Settings, build_stage2_model
+
+    built = []
+    for draws in (0, 7):
+        torch.rand(draws)  # what another step of the same process might have drawn
+        model = build_stage2_model("deepsurv", "without", Stage2Settings(bottleneck=8), decoder_path=world["decoder"],
+                                   vlm_options={"lora": LORA}, feature_dim=8, tokens=4,
+                                   feature_fingerprint="tiny-encoder")
+        built.append({k: v.detach().clone() for k, v in model.named_parameters() if v.requires_grad})
+    assert built[0].keys() == built[1].keys() and any("projector" in k for k in built[0])
+    for name, value in built[0].items():
+        assert torch.equal(value, built[1][name]), name

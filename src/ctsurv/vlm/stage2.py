@@ -355,6 +355,7 @@ def build_stage2_model(head: str, pretrain: str, settings: Stage2Settings, stage
         vlm.freeze(projector=True, decoder=False)
     elif pretrain == "without":
         opts = dict(vlm_options or {})
+        torch.manual_seed(0)  # W and LoRA start the same in every process, as the branch does below
         vlm = vlm_model.build(decoder_path, feature_dim, tokens, projector=opts.get("projector", "linear"),
                               lora=opts.get("lora"), feature_fingerprint=feature_fingerprint)
         vlm.freeze(projector=False, decoder=False)
