@@ -119,3 +119,55 @@ def test_saving_again_replaces_the_folder(tmp_path):
     save(build(cached_decoder(), feature_dim=8, tokens=4, lora=LORA), tmp_path / "m")
     assert not (tmp_path / "m" / "decoder").exists() and (tmp_path / "m" / "adapter").is_dir()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
+
+
+def test_feature_standardiser_is_saved_loaded_and_equals_a_reparameterised_w(tmp_path):
+    """feature_norm 'standardize': the fitted statistics travel with the folder (identical logits after
+    load), and the model equals the raw-token model whose linear W absorbed the standardisation."""
+    import numpy as np
+    from safetensors.torch import load_file
+
+    from ctsurv.vlm.io import FEATURE_NORM_FILE
+
+    torch.manual_seed(0)
+    model = build(cached_decoder(), feature_dim=8, tokens=4, lora=LORA, feature_norm="standardize")
+    features, ids, mask = _batch(model)
+    gen = np.random.default_rng(0)
+    tokens = 5.0 + 3.0 * gen.standard_normal((30, 4, 8))  # a shared offset, as pooled CNN features have
+    fitted = model.feature_norm.fit([tokens[:10], tokens[10:]])  # streamed in two chunks
+    assert fitted["tokens"] == 120
+    flat = tokens.reshape(-1, 8)
+    assert torch.allclose(model.feature_norm.mean, torch.from_numpy(flat.mean(0)).float(), atol=1e-6)
+    assert torch.allclose(model.feature_norm.std, torch.from_numpy(flat.std(0)).float(), atol=1e-5)
+    x = torch.from_numpy(tokens[:2]).float()
+    standardised = model(x, ids, mask).logits
+
+    raw = build(cached_decoder(), feature_dim=8, tokens=4, lora=LORA)  # feature_norm "none": identity
+    raw.decoder.load_state_dict(model.decoder.state_dict())
+    m, s = model.feature_norm.mean, model.feature_norm.std
+    with torch.no_grad():
+        raw.projector.weight.copy_(model.projector.weight / s)
+        raw.projector.bias.copy_(model.projector.bias - (model.projector.weight * (m / s)).sum(dim=1))
+    assert torch.allclose(raw(x, ids, mask).logits, standardised, atol=1e-4)
+
+    save(model, tmp_path / "m")
+    assert set(load_file(str(tmp_path / "m" / FEATURE_NORM_FILE))) == {"mean", "std"}
+    assert json.loads((tmp_path / "m" / "vlm.json").read_text(encoding="utf-8"))["feature_norm"] == "standardize"
+    assert torch.equal(load(tmp_path / "m")(x, ids, mask).logits, standardised)
+
+    (tmp_path / "m" / FEATURE_NORM_FILE).unlink()
+    with pytest.raises(DataError, match="feature_norm.safetensors is missing"):
+        load(tmp_path / "m")
+
+
+def test_folders_without_feature_norm_load_with_raw_tokens(tmp_path):
+    """A vlm.json written before feature_norm existed loads as 'none' (the identity)."""
+    torch.manual_seed(0)
+    model = build(cached_decoder(), feature_dim=8, tokens=4, lora=LORA)
+    save(model, tmp_path / "m")
+    meta = json.loads((tmp_path / "m" / "vlm.json").read_text(encoding="utf-8"))
+    del meta["feature_norm"]
+    (tmp_path / "m" / "vlm.json").write_text(json.dumps(meta), encoding="utf-8")
+    loaded = load(tmp_path / "m")
+    assert loaded.config.feature_norm == "none"
+    assert torch.equal(loaded.feature_norm.mean, torch.zeros(8)) and torch.equal(loaded.feature_norm.std, torch.ones(8))

@@ -237,7 +237,7 @@ def run(w, out, head, pretrain, kill_at=0):
         ts = TrainSettings(lr=5e-3, batch_size=8, max_steps=6, warmup_steps=1, checkpoint_every=3, eval_every=2,
                            seed=1, precision="fp32", gradient_checkpointing=False, progress=False)
         return stage2.train_stage2(w["paths"], pd.read_parquet(w["cohort"]), w["store"], head, pretrain, settings, ts,
-                                   out, stage1_dir=w["stage1"], decoder_path=w["decoder"], vlm_options={"lora": w["lora"]},
+                                   out, stage1_dir=w["stage1"], decoder_path=w["decoder"], vlm_options={"lora": w["lora"], "feature_norm": w.get("feature_norm", "none")},
                                    branch_lr=5e-2)
     finally:
         stage2.Stage2Loss.__call__ = original
@@ -323,11 +323,22 @@ def test_train_kill_9_resume_and_predict(world, tmp_path):
 
 
 def test_without_pretraining_trains_w_and_deephit_runs(world, tmp_path):
+    from safetensors.torch import load_file
+
+    from ctsurv.features import FeatureStore
+
     _, module = _train_module(tmp_path)
-    summary = module.run(_world(world, memory=16), tmp_path / "dh", "deephit", "without")
+    summary = module.run(dict(_world(world, memory=16), feature_norm="standardize"), tmp_path / "dh", "deephit", "without")
     assert summary["trainable"]["projector"] == 8 * 32 + 32  # W trains when stage 1 did not train it
-    saved = json.loads((tmp_path / "dh" / "best" / "survival.json").read_text(encoding="utf-8"))
+    best = tmp_path / "dh" / "best"
+    saved = json.loads((best / "survival.json").read_text(encoding="utf-8"))
     assert saved["branch"]["head"] == "deephit" and len(saved["cuts"]) == saved["branch"]["num_bins"]
+    # the fresh W's visual-token standardiser: fitted on the 20 training patients' tokens, saved with the model
+    train_ids = world["ids"][:20]
+    tokens = FeatureStore(world["store"]).get(train_ids, name="tokens").astype("float64").reshape(-1, 8)
+    norm = load_file(str(best / "feature_norm.safetensors"))
+    assert torch.allclose(norm["mean"], torch.from_numpy(tokens.mean(0)).float(), atol=1e-5)
+    assert torch.allclose(norm["std"], torch.from_numpy(tokens.std(0)).float(), atol=1e-5)
 
 
 def test_validation_asks_each_patient_one_question_cycling():

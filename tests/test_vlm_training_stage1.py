@@ -76,7 +76,17 @@ def test_cli_trains_with_the_configs_vlm_section(dataset, tmp_path, capsys, repo
                  str(cached_decoder()), "--out", str(out), "--max-steps", "2", "--config", str(repo / "config" / "config.yaml")])
     assert code == 0, capsys.readouterr().err
     assert pd.read_csv(out / "metrics.csv")["step"].tolist() == [1, 2]
-    assert json.loads((out / "vlm.json").read_text(encoding="utf-8"))["lora"]["r"] == 16  # config/config.yaml's
+    meta = json.loads((out / "vlm.json").read_text(encoding="utf-8"))
+    assert meta["lora"]["r"] == 16 and meta["feature_norm"] == "standardize"  # config/config.yaml's
+    # the standardiser was fitted on the training studies' tokens (train.json holds every study)
+    from safetensors.torch import load_file
+
+    from ctsurv.features import FeatureStore
+
+    tokens = FeatureStore(dataset.features).get(STUDIES, name="tokens").astype("float64").reshape(-1, 8)
+    norm = load_file(str(out / "feature_norm.safetensors"))
+    assert torch.allclose(norm["mean"], torch.from_numpy(tokens.mean(0)).float(), atol=1e-5)
+    assert torch.allclose(norm["std"], torch.from_numpy(tokens.std(0)).float(), atol=1e-5)
 
 
 def test_missing_features_and_zero_images(dataset, tmp_path):

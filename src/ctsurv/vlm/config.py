@@ -19,6 +19,7 @@ from typing import Any
 from ..errors import DataError
 
 PROJECTORS = ("linear", "mlp2x_gelu")
+FEATURE_NORMS = ("none", "standardize")
 PROMPT_FORMATS = ("chat_template", "plain")
 CONFIG_FILE = "vlm.json"
 
@@ -34,6 +35,9 @@ class VLMConfig:
         tokens: T, visual tokens per study (49 or 490 for Merlin).
         hidden_size: the decoder's embedding width (the projector's output).
         projector: "linear" (the paper's W) or "mlp2x_gelu" (LLaVA-1.5's two-layer MLP).
+        feature_norm: "standardize" (fixed per-channel standardisation of the visual tokens
+            before W, fitted on the training tokens, :class:`.projector.FeatureStandardizer`)
+            or "none" (folders saved before it existed load as "none").
         feature_fingerprint: ``encoder.json["fingerprint"]`` of the feature store, or None.
         image_token: the placeholder in prompts, replaced by the T projected tokens.
         prompt_format: "chat_template" (the decoder's own) or "plain" (:mod:`.prompt`).
@@ -48,6 +52,7 @@ class VLMConfig:
     tokens: int
     hidden_size: int
     projector: str = "linear"
+    feature_norm: str = "none"
     feature_fingerprint: str | None = None
     image_token: str = "<image>"
     prompt_format: str = "plain"
@@ -60,6 +65,8 @@ class VLMConfig:
     def __post_init__(self):
         if self.projector not in PROJECTORS:
             raise ValueError(f"projector must be one of {PROJECTORS}, got {self.projector!r}")
+        if self.feature_norm not in FEATURE_NORMS:
+            raise ValueError(f"feature_norm must be one of {FEATURE_NORMS}, got {self.feature_norm!r}")
         if self.prompt_format not in PROMPT_FORMATS:
             raise ValueError(f"prompt_format must be one of {PROMPT_FORMATS}, got {self.prompt_format!r}")
 

@@ -4,6 +4,7 @@
 
     vlm.json                  VLMConfig: decoder folder + hash, projector, T, C, fingerprint, ...
     projector.safetensors     W
+    feature_norm.safetensors  the visual tokens' standardisation before W (feature_norm "standardize")
     adapter/                  LoRA adapter as peft writes it (adapter_config.json,
                               adapter_model.safetensors; PeftModel.from_pretrained reads it)
     decoder/                  or: the full fine-tuned decoder (save_pretrained)
@@ -35,6 +36,7 @@ from .projector import build_projector
 log = logging.getLogger(__name__)
 
 PROJECTOR_FILE = "projector.safetensors"
+FEATURE_NORM_FILE = "feature_norm.safetensors"
 ADAPTER_DIR = "adapter"
 DECODER_DIR = "decoder"
 
@@ -51,18 +53,22 @@ def save(model: CTVisionLanguageModel, folder: str | Path, state_dict: Mapping[s
     from safetensors.torch import save_file
 
     folder = Path(folder)
-    projector_state = decoder_state = None
+    projector_state = decoder_state = norm_state = None
     if state_dict is not None:
         with torch.device("meta"):  # the full shapes (the model's own may be shards)
             shapes = build_projector(model.config.projector, model.config.feature_dim, model.config.hidden_size)
         projector_state = sub_state_dict(state_dict, "projector.", shapes.state_dict())
         decoder_state = sub_state_dict(state_dict, "decoder.")
+        norm_state = sub_state_dict(state_dict, "feature_norm.") or None
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     os.chmod(tmp, 0o755)
     try:
         state = projector_state if projector_state is not None else model.projector.state_dict()
         save_file({k: v.detach().to("cpu").contiguous() for k, v in state.items()}, str(tmp / PROJECTOR_FILE))
+        if model.config.feature_norm == "standardize":
+            norm = norm_state if norm_state is not None else model.feature_norm.state_dict()
+            save_file({k: v.detach().to("cpu").contiguous() for k, v in norm.items()}, str(tmp / FEATURE_NORM_FILE))
         given = {} if decoder_state is None else {"state_dict": decoder_state}
         if model.uses_lora:
             model.decoder.save_pretrained(tmp / ADAPTER_DIR, save_embedding_layers=False, **given)
@@ -182,6 +188,16 @@ def load(
         raise DataError(f"model {folder}: {PROJECTOR_FILE} does not match projector '{config.projector}' "
                         f"{config.feature_dim} -> {config.hidden_size} ({str(err).splitlines()[0]})") from None
     model = CTVisionLanguageModel(hf_decoder, projector.to(dtype), tokenizer, config)
+    if config.feature_norm == "standardize":
+        norm_file = folder / FEATURE_NORM_FILE
+        if not norm_file.is_file():
+            raise DataError(f"model {folder}: {CONFIG_FILE} says feature_norm 'standardize' but {FEATURE_NORM_FILE} "
+                            "is missing; the folder is incomplete, save it again")
+        try:
+            model.feature_norm.load_state_dict(load_file(str(norm_file)), strict=True)
+        except RuntimeError as err:
+            raise DataError(f"model {folder}: {FEATURE_NORM_FILE} does not match {config.feature_dim} feature channels "
+                            f"({str(err).splitlines()[0]})") from None
     model.folder = str(folder)
     return model.to(device)
 

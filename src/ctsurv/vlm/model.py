@@ -19,7 +19,7 @@ from torch import nn
 from ..errors import DataError
 from .config import VLMConfig, decoder_hash
 from .merge import merge_image_tokens
-from .projector import build_projector
+from .projector import FeatureStandardizer, build_projector
 from .prompt import IGNORE_INDEX, IMAGE_TOKEN, choose_prompt_format, ensure_image_token, ensure_pad_token
 
 log = logging.getLogger(__name__)
@@ -51,6 +51,7 @@ class CTVisionLanguageModel(nn.Module):
     Attributes:
         decoder: the Hugging Face causal LM (a peft ``PeftModel`` when trained with LoRA).
         projector: W, (..., C) -> (..., H).
+        feature_norm: fixed standardisation of the visual tokens before W (:class:`.projector.FeatureStandardizer`).
         tokenizer: the decoder's tokenizer with ``<image>`` and a pad token.
         config: :class:`VLMConfig`.
         image_token_id: id of the placeholder.
@@ -61,6 +62,9 @@ class CTVisionLanguageModel(nn.Module):
         super().__init__()
         self.decoder = decoder
         self.projector = projector
+        # Visual-token standardisation before W (identity unless config.feature_norm is
+        # "standardize" and it was fitted or loaded); fixed buffers, never trained.
+        self.feature_norm = FeatureStandardizer(config.feature_dim)
         self.tokenizer = tokenizer
         self.config = config
         self.image_token_id = int(tokenizer.convert_tokens_to_ids(config.image_token))
@@ -97,7 +101,9 @@ class CTVisionLanguageModel(nn.Module):
         if features.ndim != 3 or features.shape[-1] != self.config.feature_dim:
             raise ValueError(f"features must be (B, T, {self.config.feature_dim}), got {tuple(features.shape)}")
         weight = self.projector_weight
-        image_embeds = self.projector(features.to(device=weight.device, dtype=weight.dtype))
+        # Standardised in fp32 (the buffers' precision), then W in its own dtype.
+        normed = self.feature_norm(features.to(device=weight.device, dtype=torch.float32))
+        image_embeds = self.projector(normed.to(weight.dtype))
         embed = self.decoder.get_input_embeddings()
         text_embeds = embed(input_ids.to(embed.weight.device))
         return merge_image_tokens(text_embeds, input_ids.to(embed.weight.device), attention_mask.to(embed.weight.device),
@@ -230,6 +236,7 @@ def build(
     feature_dim: int,
     tokens: int,
     projector: str = "linear",
+    feature_norm: str = "none",
     lora: dict | None = None,
     feature_fingerprint: str | None = None,
     dtype: torch.dtype = torch.float32,
@@ -244,6 +251,8 @@ def build(
         feature_dim: C of the visual tokens.
         tokens: T, visual tokens per study.
         projector: "linear" or "mlp2x_gelu".
+        feature_norm: "standardize" or "none" (:class:`VLMConfig`); the standardiser starts as
+            the identity: fit it on the training tokens (``model.feature_norm.fit``) before training.
         lora: {r, alpha, dropout, target_modules} for peft, or None for full fine-tuning.
         feature_fingerprint: the feature store's ``encoder.json`` fingerprint (checked on load).
         dtype: weights' dtype (fp32 on CPU; bf16 for a 7B decoder on a GPU).
@@ -259,6 +268,7 @@ def build(
     config = VLMConfig(
         decoder=str(decoder_path), decoder_hash=decoder_hash(decoder_path), feature_dim=int(feature_dim),
         tokens=int(tokens), hidden_size=int(decoder.get_input_embeddings().embedding_dim), projector=projector,
+        feature_norm=feature_norm,
         feature_fingerprint=feature_fingerprint, prompt_format=prompt_format or choose_prompt_format(tokenizer),
         max_length=decoder_context(decoder.config), lora=dict(lora) if lora else None, encoder=encoder,
     )

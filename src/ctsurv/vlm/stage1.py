@@ -77,12 +77,34 @@ def build_stage1_model(decoder: str | Path, stores: Sequence[FeatureStore], vlm:
     tokens, dim = shapes.pop()
     stage = vlm["stage1"]
     lora = None if stage["full_finetune"] else dict(stage["lora"])
-    model = build(decoder, feature_dim=dim, tokens=tokens, projector=vlm["projector"], lora=lora,
+    model = build(decoder, feature_dim=dim, tokens=tokens, projector=vlm["projector"],
+                  feature_norm=vlm.get("feature_norm", "none"), lora=lora,
                   feature_fingerprint=prints.pop(), dtype=weights_dtype(vlm["weights"]),
                   prompt_format=vlm.get("prompt_format"))
     model.projector.float()  # W trains in fp32 even when the frozen decoder is bf16
     model.freeze(projector=False, decoder=False)
     return model
+
+
+def fit_feature_norm(model, stores: Sequence[FeatureStore], study_ids: Sequence[Sequence[str]], chunk: int = 256) -> dict | None:
+    """Fit the model's visual-token standardiser on the training studies' tokens (each store's own ids).
+
+    Deterministic (it depends on the data only), so a resumed run fits the same statistics.
+    Returns the fit's summary, or None when ``feature_norm`` is "none".
+    """
+    if model.config.feature_norm != "standardize":
+        return None
+
+    def chunks():
+        for store, ids in zip(stores, study_ids):
+            ids = list(dict.fromkeys(ids))
+            for start in range(0, len(ids), chunk):
+                yield store.get(ids[start:start + chunk], name="tokens")
+
+    fitted = model.feature_norm.fit(chunks())
+    log.info("visual-token standardiser fitted on %d tokens (|mean| %.3g, median std %.3g)", fitted["tokens"],
+             fitted["mean_norm"], fitted["std_median"])
+    return fitted
 
 
 class ZeroImages(torch.utils.data.Dataset):
@@ -148,16 +170,21 @@ def train_stage1(data: Sequence[Stage1Data], decoder: str | Path, out: str | Pat
     torch.manual_seed(settings.seed)  # LoRA and W initialisation
     stores = [FeatureStore(d.features) for d in data]
     model = build_stage1_model(decoder, stores, vlm)
-    train_data = instruction_datasets(model, data, "train", zero_images)
+    train_data = instruction_datasets(model, data, "train", zero_images)  # checks every study has features
     val_data = instruction_datasets(model, data, "val", zero_images)
     if train_data is None:
         raise DataError(f"no training conversations in {[str(Path(d.instructions) / 'train.json') for d in data]}")
+    from .data import load_records
+
+    fit_feature_norm(model, stores, [[str(r["study_id"]) for r in load_records(Path(d.instructions) / "train.json")]
+                                     for d in data])
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     log.info("stage 1: %d training and %d validation conversations, %d trainable parameters",
              len(train_data), len(val_data or ()), trainable)
     run_config = {
         "decoder": model.config.decoder_hash,
         "projector": vlm["projector"],
+        "feature_norm": vlm.get("feature_norm", "none"),
         "weights": vlm["weights"],
         "lora": None if stage["full_finetune"] else dict(stage["lora"]),
         "features": model.config.feature_fingerprint,

@@ -357,7 +357,8 @@ def build_stage2_model(head: str, pretrain: str, settings: Stage2Settings, stage
         opts = dict(vlm_options or {})
         torch.manual_seed(0)  # W and LoRA start the same in every process, as the branch does below
         vlm = vlm_model.build(decoder_path, feature_dim, tokens, projector=opts.get("projector", "linear"),
-                              lora=opts.get("lora"), feature_fingerprint=feature_fingerprint)
+                              feature_norm=opts.get("feature_norm", "none"), lora=opts.get("lora"),
+                              feature_fingerprint=feature_fingerprint)
         vlm.freeze(projector=False, decoder=False)
     else:
         raise ValueError(f"pretrain must be 'with' or 'without', got {pretrain!r}")
@@ -405,6 +406,11 @@ def train_stage2(instructions: Mapping[str, str | Path], cohort: pd.DataFrame, s
     fingerprint = _store_fingerprint(store_path)
     model = build_stage2_model(head, pretrain, settings, stage1_dir, decoder_path, vlm_options, feats.shape[2],
                                feats.shape[1], fingerprint, cuts)
+    if pretrain == "without" and model.vlm.config.feature_norm == "standardize":
+        # a fresh W gets the visual-token standardiser fitted on this dataset's training patients
+        train_ids = list(dict.fromkeys(tables["train"]["study_id"]))
+        pos = {sid: i for i, sid in enumerate(ids)}
+        model.vlm.feature_norm.fit([np.asarray(feats[[pos[s] for s in train_ids]])])
     tok, cfg = model.vlm.tokenizer, model.vlm.config
     tables["val"] = one_question_each(tables["val"])
     data = {s: SurvivalExamples(tables[s], followup, feats, ids, tok, cfg.prompt_format, cfg.max_length, cuts,
@@ -413,7 +419,8 @@ def train_stage2(instructions: Mapping[str, str | Path], cohort: pd.DataFrame, s
     sampler = patient_batches(data["train"].questions["study_id"], train_settings.batch_size, train_settings.seed)
     pad = tok.pad_token_id
     run_config = {"head": head, "pretrain": pretrain, "stage2": asdict(settings), "stage1": str(stage1_dir),
-                  "decoder": str(decoder_path), "branch_lr": branch_lr}
+                  "decoder": str(decoder_path), "branch_lr": branch_lr,
+                  "feature_norm": model.vlm.config.feature_norm}
     fitted: dict = {}
 
     def on_start(wrapped, accelerator) -> None:
@@ -564,7 +571,7 @@ def run_stage2(instructions: Mapping[str, str | Path], cohort: pd.DataFrame, sto
     settings = Stage2Settings.from_config(stage2)
     train_settings = TrainSettings.from_dict(stage2["train"])
     stage1 = vlm.get("stage1", {})
-    options = {"projector": vlm.get("projector", "linear"),
+    options = {"projector": vlm.get("projector", "linear"), "feature_norm": vlm.get("feature_norm", "none"),
                "lora": None if stage1.get("full_finetune") else stage1.get("lora")}
     summary = train_stage2(instructions, cohort, store_path, head, pretrain, settings, train_settings, work,
                            stage1_dir=stage1_dir, decoder_path=decoder_path, vlm_options=options,
