@@ -95,6 +95,19 @@ class CTVisionLanguageModel(nn.Module):
         else:
             self.decoder.requires_grad_(not decoder)
 
+    def fit_feature_norm(self, chunks) -> dict | None:
+        """Fit the visual-token standardiser on training tokens (``(..., C)`` arrays, streamed).
+
+        Deterministic (it depends on the data only), so a resumed run fits the same statistics.
+        Returns the fit's summary, or None (nothing fitted) when ``config.feature_norm`` is "none".
+        """
+        if self.config.feature_norm != "standardize":
+            return None
+        fitted = self.feature_norm.fit(chunks)
+        log.info("visual-token standardiser fitted on %d tokens (|mean| %.3g, median std %.3g)", fitted["tokens"],
+                 fitted["mean_norm"], fitted["std_median"])
+        return fitted
+
     def embed_inputs(self, features: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                      labels: torch.Tensor | None = None):
         """Project ``features`` and merge them into the embedded prompt (see :mod:`.merge`)."""

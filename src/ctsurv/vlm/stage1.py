@@ -86,25 +86,12 @@ def build_stage1_model(decoder: str | Path, stores: Sequence[FeatureStore], vlm:
     return model
 
 
-def fit_feature_norm(model, stores: Sequence[FeatureStore], study_ids: Sequence[Sequence[str]], chunk: int = 256) -> dict | None:
-    """Fit the model's visual-token standardiser on the training studies' tokens (each store's own ids).
-
-    Deterministic (it depends on the data only), so a resumed run fits the same statistics.
-    Returns the fit's summary, or None when ``feature_norm`` is "none".
-    """
-    if model.config.feature_norm != "standardize":
-        return None
-
-    def chunks():
-        for store, ids in zip(stores, study_ids):
-            ids = list(dict.fromkeys(ids))
-            for start in range(0, len(ids), chunk):
-                yield store.get(ids[start:start + chunk], name="tokens")
-
-    fitted = model.feature_norm.fit(chunks())
-    log.info("visual-token standardiser fitted on %d tokens (|mean| %.3g, median std %.3g)", fitted["tokens"],
-             fitted["mean_norm"], fitted["std_median"])
-    return fitted
+def study_tokens(parts, chunk: int = 256):
+    """Each study's visual tokens once per instruction dataset, in chunks (the standardiser's fit)."""
+    for part in parts:
+        ids = list(dict.fromkeys(example["study_id"] for example in part.examples))
+        for start in range(0, len(ids), chunk):
+            yield part.store.get(ids[start:start + chunk], name="tokens")
 
 
 class ZeroImages(torch.utils.data.Dataset):
@@ -122,8 +109,8 @@ class ZeroImages(torch.utils.data.Dataset):
         return item
 
 
-def instruction_datasets(model, data: Sequence[Stage1Data], split: str, zero_images: bool = False):
-    """The split's conversations of every dataset, tokenized for ``model`` (one dataset)."""
+def instruction_parts(model, data: Sequence[Stage1Data], split: str) -> list:
+    """The split's conversations, tokenized for ``model``: one ``InstructionDataset`` per dataset with any."""
     from .data import InstructionDataset, load_records
 
     parts = []
@@ -131,6 +118,15 @@ def instruction_datasets(model, data: Sequence[Stage1Data], split: str, zero_ima
         records = load_records(Path(d.instructions) / f"{split}.json")
         if records:
             parts.append(InstructionDataset.for_model(records, FeatureStore(d.features), model))
+    return parts
+
+
+def instruction_datasets(model, data: Sequence[Stage1Data], split: str, zero_images: bool = False, parts=None):
+    """The split's conversations of every dataset, tokenized for ``model`` (one dataset; None if there are none).
+
+    ``parts``: the split's :func:`instruction_parts`, when already made.
+    """
+    parts = instruction_parts(model, data, split) if parts is None else parts
     if not parts:
         return None
     dataset = parts[0] if len(parts) == 1 else torch.utils.data.ConcatDataset(parts)
@@ -170,21 +166,19 @@ def train_stage1(data: Sequence[Stage1Data], decoder: str | Path, out: str | Pat
     torch.manual_seed(settings.seed)  # LoRA and W initialisation
     stores = [FeatureStore(d.features) for d in data]
     model = build_stage1_model(decoder, stores, vlm)
-    train_data = instruction_datasets(model, data, "train", zero_images)  # checks every study has features
+    train_parts = instruction_parts(model, data, "train")  # checks every study has features
+    train_data = instruction_datasets(model, data, "train", zero_images, parts=train_parts)
     val_data = instruction_datasets(model, data, "val", zero_images)
     if train_data is None:
         raise DataError(f"no training conversations in {[str(Path(d.instructions) / 'train.json') for d in data]}")
-    from .data import load_records
-
-    fit_feature_norm(model, stores, [[str(r["study_id"]) for r in load_records(Path(d.instructions) / "train.json")]
-                                     for d in data])
+    model.fit_feature_norm(study_tokens(train_parts))
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     log.info("stage 1: %d training and %d validation conversations, %d trainable parameters",
              len(train_data), len(val_data or ()), trainable)
     run_config = {
         "decoder": model.config.decoder_hash,
         "projector": vlm["projector"],
-        "feature_norm": vlm.get("feature_norm", "none"),
+        "feature_norm": model.config.feature_norm,
         "weights": vlm["weights"],
         "lora": None if stage["full_finetune"] else dict(stage["lora"]),
         "features": model.config.feature_fingerprint,

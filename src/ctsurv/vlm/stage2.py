@@ -406,11 +406,9 @@ def train_stage2(instructions: Mapping[str, str | Path], cohort: pd.DataFrame, s
     fingerprint = _store_fingerprint(store_path)
     model = build_stage2_model(head, pretrain, settings, stage1_dir, decoder_path, vlm_options, feats.shape[2],
                                feats.shape[1], fingerprint, cuts)
-    if pretrain == "without" and model.vlm.config.feature_norm == "standardize":
-        # a fresh W gets the visual-token standardiser fitted on this dataset's training patients
-        train_ids = list(dict.fromkeys(tables["train"]["study_id"]))
+    if pretrain == "without":  # a fresh W: its visual-token standardiser comes from this dataset's training patients
         pos = {sid: i for i, sid in enumerate(ids)}
-        model.vlm.feature_norm.fit([np.asarray(feats[[pos[s] for s in train_ids]])])
+        model.vlm.fit_feature_norm([np.asarray(feats[[pos[s] for s in dict.fromkeys(tables["train"]["study_id"])]])])
     tok, cfg = model.vlm.tokenizer, model.vlm.config
     tables["val"] = one_question_each(tables["val"])
     data = {s: SurvivalExamples(tables[s], followup, feats, ids, tok, cfg.prompt_format, cfg.max_length, cuts,
