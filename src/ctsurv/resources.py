@@ -56,3 +56,47 @@ def questions_for(configured: str | Path) -> Path:
     if not path.is_file() and path.as_posix() == SOURCES[QUESTIONS]:
         return questions_file()
     return path
+
+
+#: How a config names a model that ships with the package: ``packaged:demo-merlin``.
+PACKAGED_PREFIX = "packaged:"
+
+
+def packaged_models() -> list[str]:
+    """Names of the models shipped with the package (folders of ``ctsurv/models/``)."""
+    root = Path(str(resources.files("ctsurv").joinpath("models")))
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(("_", ".")))
+
+
+def resolve_model(spec: str | Path | None) -> Path | None:
+    """The local path a config's model entry names.
+
+    ``packaged:NAME`` is a model shipped with the package (``ctsurv/models/NAME/``, e.g. the
+    demo's ``demo-merlin`` encoder and ``demo-radllama`` decoder); it resolves to that folder
+    (a reader that needs one weight file, such as the encoder's checkpoint loader, takes the
+    folder's single ``*.safetensors``).  Any other value is a user's path and passes through
+    unchanged; ``None`` stays ``None``.
+
+    Raises:
+        ConfigError: ``packaged:NAME`` names no shipped model (the message lists those that exist).
+    """
+    if spec is None:
+        return None
+    text = str(spec)
+    if not text.startswith(PACKAGED_PREFIX):
+        return Path(spec)
+    name = text[len(PACKAGED_PREFIX):].strip()
+    folder = Path(str(resources.files("ctsurv").joinpath("models", name))) if name else None
+    if folder is None or not folder.is_dir():
+        from .errors import ConfigError
+
+        known = ", ".join(f"{PACKAGED_PREFIX}{n}" for n in packaged_models()) or "none installed"
+        raise ConfigError(f"'{text}' names no model shipped with ctsurv; packaged models: {known}")
+    return folder
+
+
+def is_packaged(spec: str | Path | None) -> bool:
+    """Whether a config entry names a packaged model (``packaged:NAME``)."""
+    return spec is not None and str(spec).startswith(PACKAGED_PREFIX)
