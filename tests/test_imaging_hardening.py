@@ -14,7 +14,8 @@ import pytest
 import SimpleITK as sitk
 
 from ctsurv.errors import CtsurvError, DataError
-from ctsurv.imaging.cache import cached_study_ids, preprocess_cohort
+from ctsurv.imaging.cache import cached_study_ids
+from ctsurv.imaging.cohort_cache import preprocess_cohort
 from ctsurv.imaging.io import BadImageError, read_ct
 from ctsurv.imaging.preprocess import preprocess_volume
 
@@ -119,8 +120,9 @@ def test_cache_storage_and_cohort_orchestration_are_separate_modules():
     import ctsurv.imaging.cache as cache
     import ctsurv.imaging.cohort_cache as cohort_cache
 
-    assert cohort_cache.preprocess_cohort is preprocess_cohort  # old import path still works
-    assert cache.preprocess_cohort.__module__ == "ctsurv.imaging.cohort_cache"
+    assert cohort_cache.preprocess_cohort is preprocess_cohort
+    for name in ("preprocess_cohort", "study_key", "source_fingerprint", "CHAIN_VERSION"):
+        assert hasattr(cohort_cache, name) and not hasattr(cache, name)  # no re-export shim (issue 23)
     assert cache.load_preprocessed.__module__ == "ctsurv.imaging.cache"
     assert not hasattr(cohort_cache, "decode")
 

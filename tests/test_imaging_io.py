@@ -14,10 +14,10 @@ from ctsurv.errors import DataError
 from ctsurv.imaging.cache import (
     cached_study_ids,
     load_preprocessed,
-    preprocess_cohort,
     volume_path,
     write_entry,
 )
+from ctsurv.imaging.cohort_cache import preprocess_cohort
 from ctsurv.imaging.io import BadImageError, check_slice_positions, read_ct
 from ctsurv.imaging.qc import QC_COLUMNS, qc_montage, write_qc_table
 

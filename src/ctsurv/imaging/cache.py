@@ -189,13 +189,3 @@ def entry_stamp(cache_dir: str | Path, study_id: str) -> str | None:
     digest = hashlib.sha256(meta)
     digest.update(f"{st.st_size}:{st.st_mtime_ns}".encode())
     return digest.hexdigest()
-
-
-def __getattr__(name: str):
-    # Filling the cache from a cohort lives in cohort_cache (it imports this module); the
-    # names stay importable from here for existing callers.
-    if name in ("preprocess_cohort", "study_key", "source_fingerprint", "CHAIN_VERSION"):
-        from . import cohort_cache
-
-        return getattr(cohort_cache, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
