@@ -117,3 +117,91 @@ def test_stage2_and_report_paths():
     assert "decoder" not in stage2_inputs("d", "without", "/models/radllama", "S1", "DEMO")
     assert pretraining_figures(["a"], s2) == ["results/a/results/km_pretraining_deepsurv.png", "results/a/results/km_pretraining_deephit.png"]
     assert pretraining_figures(["a"], {"heads": ["deepsurv"], "pretrain": ["with"]}) == []
+
+
+# -- issue 23: damaged run files are errors naming the file, never a traceback or a silent change --
+
+def _damage_json(path, kind):
+    text = path.read_text(encoding="utf-8")
+    if kind == "folder":
+        path.unlink()
+        path.mkdir()
+    else:
+        path.write_text({"empty": "", "cut short": text[: len(text) // 2], "not metrics": "[1, 2]",
+                         "no c-index": json.dumps({"uno": 0.6})}[kind], encoding="utf-8")
+
+
+def _copy_runs(tiny_run, tmp_path):
+    import shutil
+
+    tmp, files = tiny_run
+    out = {}
+    for key, (pred, met) in files.items():
+        folder = tmp_path / key
+        shutil.copytree(pred.parent, folder)
+        out[key] = (folder / pred.name, folder / met.name)
+    return out
+
+
+def _table(files, tmp_path=None):
+    base = [files["baselines/coxph_clinical"], files["baselines/deepsurv_image"]]
+    ours = [files["stage2/deepsurv_with"], files["stage2/deepsurv_without"]]
+    return dataset_table([b[0] for b in base], [b[1] for b in base], [o[0] for o in ours], [o[1] for o in ours], "tiny",
+                         n_boot=20)
+
+
+@pytest.mark.parametrize("run", ["baselines/deepsurv_image", "stage2/deepsurv_with"])
+@pytest.mark.parametrize("kind", ["empty", "cut short", "not metrics", "no c-index", "folder"])
+def test_a_damaged_metrics_file_is_an_error_naming_it(tiny_run, tmp_path, run, kind):
+    from ctsurv.errors import DataError
+
+    files = _copy_runs(tiny_run, tmp_path)
+    _damage_json(files[run][1], kind)
+    with pytest.raises(DataError, match=str(files[run][1]).replace("\\", "\\\\")) as err:
+        _table(files)
+    assert "rerun the rule" in str(err.value)
+
+
+def _with_nan_risk(path, studies=("s205", "s250")):
+    pred = pd.read_parquet(path)
+    pred.loc[pred["study_id"].isin(studies), "risk"] = [np.nan, np.inf][: len(studies)]
+    pred.to_parquet(path)
+
+
+@pytest.mark.parametrize("run", ["baselines/coxph_clinical", "stage2/deepsurv_with"])
+def test_non_finite_predictions_are_refused_by_the_report_naming_file_and_patients(tiny_run, tmp_path, run):
+    """A NaN risk changed Table 2's p-value against the CoxPH (0.36 -> 0.2) and the KM split silently."""
+    from ctsurv.errors import DataError
+
+    files = _copy_runs(tiny_run, tmp_path)
+    _with_nan_risk(files[run][0])
+    for call in (lambda: _table(files),
+                 lambda: pretraining_figure(files[run][0], files["stage2/deepsurv_without"][0], tmp_path / "f.png", "t")):
+        with pytest.raises(DataError) as err:
+            call()
+        msg = str(err.value)
+        assert str(files[run][0]) in msg and "non-finite risk" in msg and "2 of 300 patients" in msg
+        assert "'s205'" in msg and "'s250'" in msg
+
+
+def test_evaluation_refuses_non_finite_predictions(tiny_run, tmp_path):
+    from ctsurv.errors import DataError
+    from ctsurv.survival.baselines import evaluate_baseline
+
+    files = _copy_runs(tiny_run, tmp_path)
+    pred_path = files["baselines/deepsurv_image"][0]
+    pred = pd.read_parquet(pred_path)
+    grid = np.linspace(1, 100, 5)
+    surv = survival_table(pred["study_id"], grid, np.full((len(pred), 5), 0.5))
+    surv.to_parquet(pred_path.parent / "survival.parquet")
+    assert evaluate_baseline(pred_path.parent, "t", n_boot=10)["harrell"]["n"] == 80  # intact: evaluated
+    _with_nan_risk(pred_path, ("s210",))
+    with pytest.raises(DataError, match=r"predictions.parquet: non-finite risk .* 1 of 300 patients \(study 's210'\)"):
+        evaluate_baseline(pred_path.parent, "t", n_boot=10)
+    with pytest.raises(DataError, match=r"^predictions: non-finite risk"):
+        evaluate_predictions(pd.read_parquet(pred_path), None, tmp_path / "km.png", n_boot=10)
+    pred.to_parquet(pred_path)
+    surv.iloc[3, 2] = np.nan
+    surv.to_parquet(pred_path.parent / "survival.parquet")
+    with pytest.raises(DataError, match=r"survival.parquet: non-finite survival probabilities for 1 patients \(study 's003'\)"):
+        evaluate_baseline(pred_path.parent, "t", n_boot=10)

@@ -2,20 +2,20 @@
 
 import json
 
-import pandas as pd
 import torch
 
 from ctsurv.report.evaluation import evaluate_stage2
 from ctsurv.scripting import run_step
+from ctsurv.survival.evaluation import check_survival, read_predictions, read_table
 
 
 def main(smk):
     torch.set_num_threads(smk.threads)
     survival, wc = smk.params.survival, smk.wildcards
     metrics = evaluate_stage2(
-        pd.read_parquet(smk.input.predictions),
-        pd.read_parquet(smk.input.survival),
-        pd.read_parquet(smk.input.questions),
+        read_predictions(smk.input.predictions),
+        read_table(smk.input.survival, check_survival),
+        read_table(smk.input.questions),
         smk.output.km,
         title=f"{wc.dataset}: ours ({wc.head}, {wc.pretrain} pre-training)",
         n_boot=survival["bootstrap"]["n"],

@@ -7,21 +7,21 @@ figure's training risks, and the BERTScore inside their metrics).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Sequence
 
 import pandas as pd
 
-from .tables import closing_note, load_runs, oracle_run, paper_table, paper_table_markdown, run_name
+from ..survival.evaluation import read_predictions
+from .tables import closing_note, load_runs, oracle_run, paper_table, paper_table_markdown, read_metrics, run_name
 
 
 def load_stage2_runs(prediction_paths: Sequence, metrics_paths: Sequence) -> list[dict]:
     runs = []
     for pred, met in zip(prediction_paths, metrics_paths):
         head, pretrain = run_name(pred)  # .../stage2/{head}_{pretrain}/file
-        metrics = json.loads(Path(met).read_text(encoding="utf-8"))
-        runs.append({"model": head, "modality": "joint", "pretrain": pretrain, "predictions": pd.read_parquet(pred),
+        metrics = read_metrics(met)
+        runs.append({"model": head, "modality": "joint", "pretrain": pretrain, "predictions": read_predictions(pred),
                      "metrics": metrics, "bertscore": (metrics.get("bertscore") or {}).get("f1")})
     return runs
 
@@ -44,7 +44,7 @@ def pretraining_figure(with_predictions: str | Path, without_predictions: str | 
 
     panels = []
     for label, pred in (("with pre-training", with_predictions), ("without pre-training", without_predictions)):
-        p = pd.read_parquet(pred)
+        p = read_predictions(pred)
         te, tr = p[p["split"] == "test"], p[p["split"] == "train"]
         panels.append((f"{title}, {label}", te["time"], te["event"], te["risk"], tr["risk"]))
     return km_panels(panels, path, min_at_risk)

@@ -15,7 +15,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from ..survival.evaluation import oracle_cindex
+from ..errors import DataError
+from ..survival.evaluation import oracle_cindex, read_predictions
 
 REFERENCE = "coxph_clinical"
 OURS = "ours"
@@ -97,13 +98,38 @@ def run_name(path: str | Path) -> tuple[str, str]:
     return model, modality
 
 
+HARRELL_KEYS = ("cindex", "lower", "upper", "n", "events")
+
+
+def read_metrics(path: str | Path) -> dict:
+    """A run's ``metrics.json``: empty, cut short, not JSON or without the c-index is a
+    DataError naming the file (the report rules read every run's file)."""
+    path = Path(path)
+    redo = "delete it and rerun the rule that writes it (snakemake --forcerun on the run's evaluation)"
+    if not path.is_file():
+        raise DataError(f"{path}: {'is a folder, not a metrics file' if path.is_dir() else 'not found'}; {redo}")
+    text = path.read_text(encoding="utf-8", errors="replace")
+    if not text.strip():
+        raise DataError(f"{path}: the metrics file is empty (an interrupted write?); {redo}")
+    try:
+        metrics = json.loads(text)
+    except ValueError as err:
+        raise DataError(f"{path}: not valid JSON ({err}; cut short?); {redo}") from None
+    harrell = metrics.get("harrell") if isinstance(metrics, dict) else None
+    missing = [k for k in HARRELL_KEYS if not isinstance(harrell, dict) or k not in harrell]
+    if missing:
+        raise DataError(f"{path}: no harrell c-index entries {missing}; not a metrics file of ctsurv's evaluation; {redo}")
+    return metrics
+
+
 def load_runs(prediction_paths: Sequence, metrics_paths: Sequence) -> list[dict]:
-    """Baseline run dicts from their ``predictions.parquet`` / ``metrics.json`` files."""
+    """Baseline run dicts from their ``predictions.parquet`` / ``metrics.json`` files (both checked:
+    :func:`read_metrics`, :func:`ctsurv.survival.evaluation.read_predictions`)."""
     runs = []
     for pred, met in zip(prediction_paths, metrics_paths):
         model, modality = run_name(pred)
-        runs.append({"model": model, "modality": modality, "predictions": pd.read_parquet(pred),
-                     "metrics": json.loads(Path(met).read_text(encoding="utf-8"))})
+        runs.append({"model": model, "modality": modality, "predictions": read_predictions(pred),
+                     "metrics": read_metrics(met)})
     return runs
 
 

@@ -159,11 +159,11 @@ def evaluate_baseline(out_dir: str | Path, title: str, n_boot: int = 1000, seed:
     predictions) and writes ``metrics.json`` and ``km.png`` beside them
     (:func:`ctsurv.survival.evaluation.evaluate_predictions`).
     """
-    from .evaluation import evaluate_predictions
+    from .evaluation import check_survival, evaluate_predictions, read_predictions, read_table
 
     out = Path(out_dir)
     metrics = evaluate_predictions(
-        pd.read_parquet(out / "predictions.parquet"), pd.read_parquet(out / "survival.parquet"), out / "km.png",
+        read_predictions(out / "predictions.parquet"), read_table(out / "survival.parquet", check_survival), out / "km.png",
         title=title, n_boot=n_boot, seed=seed, min_at_risk=min_at_risk,
     )
     with open(out / "metrics.json", "w", encoding="utf-8") as fh:
