@@ -54,7 +54,7 @@ def build_model(shape: dict, device: str, dtype, feature_dim: int, tokens: int, 
     from ctsurv.vlm.config import VLMConfig
     from ctsurv.vlm.model import CTVisionLanguageModel, apply_lora
     from ctsurv.vlm.projector import build_projector
-    from ctsurv.vlm.stage2 import CTSurvivalVLM
+    from ctsurv.vlm.stage2_model import CTSurvivalVLM
     from ctsurv.vlm.survival import SurvivalBranch
 
     tokenizer = tokenizer_with_image_token(tmp, shape["vocab_size"])
@@ -100,7 +100,7 @@ def sync(device):
 
 
 def bench_train(model, batch, steps: int, device: str, autocast_dtype) -> dict:
-    from ctsurv.vlm.stage2 import Stage2Loss
+    from ctsurv.vlm.stage2_loss import Stage2Loss
     from ctsurv.vlm.survival import RiskMemory
 
     loss_fn = Stage2Loss(memory=RiskMemory(64))

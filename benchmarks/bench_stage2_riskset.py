@@ -28,7 +28,10 @@ def run(results: Path, dataset: str, head: str, memory: int, config: dict, out: 
         decoder: str | None = None) -> dict:
     from ctsurv.survival.metrics import harrell_cindex
     from ctsurv.vlm.ensemble import ensemble_risks
-    from ctsurv.vlm.stage2 import load_split_data, load_stage2, predict_questions, run_stage2
+    from ctsurv.vlm.stage2 import run_stage2
+    from ctsurv.vlm.stage2_data import load_split_data
+    from ctsurv.vlm.stage2_io import load_stage2
+    from ctsurv.vlm.stage2_predict import predict_questions
 
     stage2 = copy.deepcopy(config["vlm"]["stage2"])
     stage2["risk_memory"] = memory

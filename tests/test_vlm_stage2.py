@@ -16,14 +16,9 @@ import torch
 from vlm_fixtures import ANSWERS, QUESTIONS, SENTENCES, tiny_decoder, tiny_store
 
 from ctsurv.vlm.ensemble import ensemble_risks, patient_tables
-from ctsurv.vlm.stage2 import (
-    CTSurvivalVLM,
-    SurvivalExamples,
-    collate,
-    load_split_data,
-    patient_batches,
-    question_table,
-)
+from ctsurv.vlm.data import collate
+from ctsurv.vlm.stage2_data import SurvivalExamples, load_split_data, patient_batches, question_table
+from ctsurv.vlm.stage2_model import CTSurvivalVLM
 from ctsurv.vlm.survival import RiskMemory, SurvivalBranch, pool_hidden, survival_branch_loss
 
 LORA = {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]}
@@ -214,14 +209,14 @@ def test_question_table_splits_multi_turn_records():
 TRAIN = """
 import json, os, signal, sys
 import pandas as pd, torch
-from ctsurv.vlm import stage2
+from ctsurv.vlm import stage2_loss, stage2_train
 from ctsurv.vlm.trainer import TrainSettings
 
 
 def run(w, out, head, pretrain, kill_at=0):
     torch.set_num_threads(1)
     calls = {"n": 0}
-    original = stage2.Stage2Loss.__call__
+    original = stage2_loss.Stage2Loss.__call__
 
     def killing(self, model, batch):
         if model.training:
@@ -230,17 +225,17 @@ def run(w, out, head, pretrain, kill_at=0):
                 os.kill(os.getpid(), signal.SIGKILL)
         return original(self, model, batch)
 
-    stage2.Stage2Loss.__call__ = killing
+    stage2_loss.Stage2Loss.__call__ = killing
     try:
-        settings = stage2.Stage2Settings(bottleneck=8, num_durations=4, risk_memory=int(w["memory"]),
+        settings = stage2_train.Stage2Settings(bottleneck=8, num_durations=4, risk_memory=int(w["memory"]),
                                          loss={"alpha": 0.5, "dispersion": 0.1, "alignment": 0.1})
         ts = TrainSettings(lr=5e-3, batch_size=8, max_steps=6, warmup_steps=1, checkpoint_every=3, eval_every=2,
                            seed=1, precision="fp32", gradient_checkpointing=False, progress=False)
-        return stage2.train_stage2(w["paths"], pd.read_parquet(w["cohort"]), w["store"], head, pretrain, settings, ts,
+        return stage2_train.train_stage2(w["paths"], pd.read_parquet(w["cohort"]), w["store"], head, pretrain, settings, ts,
                                    out, stage1_dir=w["stage1"], decoder_path=w["decoder"], vlm_options={"lora": w["lora"], "feature_norm": w.get("feature_norm", "none")},
                                    branch_lr=5e-2)
     finally:
-        stage2.Stage2Loss.__call__ = original
+        stage2_loss.Stage2Loss.__call__ = original
 
 
 if __name__ == "__main__":
@@ -280,7 +275,8 @@ def _run(script: Path, spec: dict, out: Path, kill_at=0, head="deepsurv", pretra
 
 
 def test_train_kill_9_resume_and_predict(world, tmp_path):
-    from ctsurv.vlm.stage2 import load_stage2, predict_questions
+    from ctsurv.vlm.stage2_io import load_stage2
+    from ctsurv.vlm.stage2_predict import predict_questions
 
     spec = _world(world, memory=0)
     script, module = _train_module(tmp_path)
@@ -342,7 +338,7 @@ def test_without_pretraining_trains_w_and_deephit_runs(world, tmp_path):
 
 
 def test_validation_asks_each_patient_one_question_cycling():
-    from ctsurv.vlm.stage2 import one_question_each
+    from ctsurv.vlm.stage2_data import one_question_each
 
     table = pd.DataFrame({"study_id": np.repeat(["a", "b", "c", "d"], 3), "question_id": ["q1", "q2", "q3"] * 4})
     picked = one_question_each(table)
@@ -352,7 +348,7 @@ def test_validation_asks_each_patient_one_question_cycling():
 
 def test_without_pretraining_starts_the_same_whatever_ran_before(world):
     """A fresh W (and LoRA) is seeded: two builds after different random draws are identical."""
-    from ctsurv.vlm.stage2 import Stage2Settings, build_stage2_model
+    from ctsurv.vlm.stage2_train import Stage2Settings, build_stage2_model
 
     built = []
     for draws in (0, 7):

@@ -123,12 +123,9 @@ class InstructionDataset(Dataset):
     @classmethod
     def for_model(cls, records: Sequence[dict], store: FeatureStore, model) -> "InstructionDataset":
         """A dataset with the tokenizer and prompt settings of ``model``; refuses another encoder's store."""
-        from .io import check_fingerprint
+        from .io import check_fingerprint, store_fingerprint
 
-        meta = store.path / "encoder.json"
-        if meta.is_file():
-            fingerprint = json.loads(meta.read_text(encoding="utf-8")).get("fingerprint")
-            check_fingerprint(model.config, model.folder, fingerprint, f"the feature store {store.path}")
+        check_fingerprint(model.config, model.folder, store_fingerprint(store), f"the feature store {store.path}")
         config = model.config
         dataset = cls(records, store, model.tokenizer, config.prompt_format, config.max_length, config.image_token)
         if dataset.n_image_tokens != config.tokens:
@@ -146,8 +143,16 @@ class InstructionDataset(Dataset):
                 "id": ex["id"]}
 
 
+#: per-example follow-up keys (stage 2) and their batch dtypes
+FOLLOWUP_KEYS = {"time": torch.float32, "event": torch.float32, "idx": torch.long}
+#: per-example labels kept as lists in the batch: item key -> batch key
+ID_KEYS = {"id": "ids", "study_id": "study_ids", "question_id": "question_ids"}
+
+
 def collate(items: Sequence[dict], pad_id: int) -> dict:
-    """Right-padded batch: features (B, T, C), input_ids, attention_mask, labels (-100 on padding), ids, study_ids."""
+    """Right-padded batch: features (B, T, C), input_ids, attention_mask, labels (-100 on padding);
+    the items' follow-up (``time``, ``event``, ``idx``: stage 2) as tensors, and their ids
+    (``id``, ``study_id``, ``question_id``) as lists ``ids``, ``study_ids``, ``question_ids``."""
     length = max(len(it["input_ids"]) for it in items)
     batch = len(items)
     input_ids = torch.full((batch, length), int(pad_id), dtype=torch.long)
@@ -158,11 +163,16 @@ def collate(items: Sequence[dict], pad_id: int) -> dict:
         input_ids[b, :n] = torch.as_tensor(it["input_ids"], dtype=torch.long)
         attention_mask[b, :n] = 1
         labels[b, :n] = torch.as_tensor(it["labels"], dtype=torch.long)
-    return {
+    out = {
         "features": torch.stack([torch.as_tensor(it["features"], dtype=torch.float32) for it in items]),
         "input_ids": input_ids,
         "attention_mask": attention_mask,
         "labels": labels,
-        "ids": [it["id"] for it in items],
-        "study_ids": [it["study_id"] for it in items],
     }
+    for key, dtype in FOLLOWUP_KEYS.items():
+        if key in items[0]:
+            out[key] = torch.tensor([it[key] for it in items], dtype=dtype)
+    for key, name in ID_KEYS.items():
+        if key in items[0]:
+            out[name] = [it[key] for it in items]
+    return out

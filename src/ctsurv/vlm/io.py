@@ -18,6 +18,7 @@ store with another encoder's fingerprint: the projector learned that encoder's f
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -128,6 +129,13 @@ def check_fingerprint(config: VLMConfig, model_name: str | Path | None, feature_
             f"but {store or 'the feature store'} has {feature_fingerprint[:16]}: it was made by "
             "another image encoder (or other token settings); re-encode with the model's encoder or retrain"
         )
+
+
+def store_fingerprint(store) -> str | None:
+    """The encoder fingerprint of a feature store (a path or a ``FeatureStore``): its
+    ``encoder.json["fingerprint"]``, None when the store has no ``encoder.json``."""
+    meta = Path(getattr(store, "path", store)) / "encoder.json"
+    return json.loads(meta.read_text(encoding="utf-8")).get("fingerprint") if meta.is_file() else None
 
 
 def load(

@@ -35,6 +35,7 @@ import torch
 
 from ..errors import ConfigError, DataError
 from ..features import FeatureStore
+from .io import store_fingerprint
 from .trainer import TrainResult, TrainSettings, train
 
 log = logging.getLogger(__name__)
@@ -58,11 +59,6 @@ def weights_dtype(name: str) -> torch.dtype:
     if name == "auto":
         return torch.bfloat16 if torch.cuda.is_available() else torch.float32
     return {"fp32": torch.float32, "bf16": torch.bfloat16}[name]
-
-
-def store_fingerprint(store: FeatureStore) -> str | None:
-    meta = store.path / "encoder.json"
-    return json.loads(meta.read_text(encoding="utf-8")).get("fingerprint") if meta.is_file() else None
 
 
 def build_stage1_model(decoder: str | Path, stores: Sequence[FeatureStore], vlm: Mapping):
