@@ -201,3 +201,44 @@ def test_gradient_checkpointing_gives_the_same_loss_and_gradients(lora):
     assert grads_a.keys() == grads_b.keys() and len(grads_a) > 2
     for name in grads_a:
         assert torch.allclose(grads_a[name], grads_b[name], atol=1e-5), name
+
+
+@pytest.mark.parametrize("which", ["plain_model", "chat_model"])
+def test_only_the_last_hidden_state_is_kept_and_it_is_the_decoders(which, request):
+    """The forward keeps the LM head's input, which is the decoder's final (normed) hidden state:
+    the same tensor output_hidden_states=True ends with, without every other layer's."""
+    model = request.getfixturevalue(which)
+    ex = tokenize_example(model.tokenizer, HUMAN, ANSWERS[0], model.config.prompt_format, 128, image_tokens=4)
+    ids = torch.tensor([ex["input_ids"]])
+    features = torch.randn(1, 4, 8, generator=torch.Generator().manual_seed(1))
+    calls = []
+    original = model.decoder.forward
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs.get("output_hidden_states"))
+        return original(*args, **kwargs)
+
+    model.decoder.forward = spy
+    try:
+        with torch.no_grad():
+            out = model(features, ids, torch.ones_like(ids))
+    finally:
+        del model.decoder.forward
+    assert calls == [None]
+    embeds, mask, positions, _ = model.embed_inputs(features, ids, torch.ones_like(ids))
+    with torch.no_grad():
+        ref = model.decoder(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, output_hidden_states=True,
+                            use_cache=False, return_dict=True)
+    assert torch.equal(out.last_hidden_state, ref.hidden_states[-1])
+    assert torch.equal(out.logits, ref.logits)
+
+
+@pytest.mark.parametrize("lora", [None, LORA])
+def test_gradient_checkpointing_is_a_method_of_the_model(lora):
+    """The trainer calls model.gradient_checkpointing_enable(); the model finds its decoder."""
+    model = build(cached_decoder(), feature_dim=8, tokens=4, lora=lora)
+    base = model.decoder.get_base_model() if lora else model.decoder
+    name = "is_activation_checkpointing" if hasattr(type(base), "is_activation_checkpointing") else "is_gradient_checkpointing"
+    assert not getattr(base, name)
+    model.gradient_checkpointing_enable()
+    assert getattr(base, name) and base.config.use_cache is False

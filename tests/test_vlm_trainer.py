@@ -147,5 +147,47 @@ def test_in_process_settings_and_no_validation(tmp_path):
     assert sorted(i for b in batches for i in b)[:10] != [] and sum(map(len, batches)) == 12
 
 
+
+@pytest.mark.parametrize("processes, accum", [(1, 8), (2, 4), (4, 2), (8, 1)])
+def test_total_batch_is_fixed_and_accumulation_follows_the_process_count(processes, accum):
+    settings = TrainSettings(batch_size=12, grad_accum=None, total_batch=96, epochs=1)
+    assert settings.accumulation(processes) == accum
+    assert settings.batch_size * settings.accumulation(processes) * processes == 96
+    # without total_batch the examples per step grow with the processes (the old meaning)
+    assert TrainSettings(batch_size=12, grad_accum=8, epochs=1).accumulation(processes) == 8
+
+
+def test_total_batch_errors_name_the_numbers():
+    with pytest.raises(ConfigError, match=r"total_batch 96 is not a multiple of batch_size 12 x 3 process\(es\) = 36"):
+        TrainSettings(batch_size=12, grad_accum=None, total_batch=96, epochs=1).accumulation(3)
+    with pytest.raises(ConfigError, match="grad_accum 8 and total_batch 96 disagree with 2 process"):
+        TrainSettings(batch_size=12, grad_accum=8, total_batch=96, epochs=1).accumulation(2)
+    with pytest.raises(ConfigError, match="give grad_accum, or total_batch"):
+        TrainSettings(grad_accum=None, epochs=1)
+
+
+def test_the_trainer_derives_accumulation_from_total_batch_and_calls_the_models_checkpointing(tmp_path):
+    """total_batch 8 with batch 4 on one process: 2 micro-batches a step (32 examples: 4 steps an
+    epoch); gradient checkpointing on calls the model's own method, and a model without one is refused."""
+    torch.manual_seed(0)
+    data = [{"x": torch.randn(3), "y": torch.randn(1)} for _ in range(32)]
+
+    class Net(torch.nn.Linear):
+        calls = 0
+
+        def gradient_checkpointing_enable(self):
+            Net.calls += 1
+
+    def loss_fn(m, batch):
+        return {"loss": torch.nn.functional.mse_loss(m(batch["x"]), batch["y"])}
+
+    settings = TrainSettings(lr=0.1, batch_size=4, grad_accum=None, total_batch=8, epochs=1, precision="fp32",
+                             gradient_checkpointing=True, progress=False, checkpoint_every=100)
+    res = train(Net(3, 1), data, None, loss_fn, settings, tmp_path / "a", _collate, lambda m, f: f.mkdir())
+    assert res.steps == 4 and Net.calls == 1
+    with pytest.raises(ConfigError, match="Linear has no gradient_checkpointing_enable"):
+        train(torch.nn.Linear(3, 1), data, None, loss_fn, settings, tmp_path / "b", _collate, lambda m, f: f.mkdir())
+
+
 if __name__ == "__main__":  # the killed run of test_kill_9_then_resume_continues_the_same_curve
     tiny_run(Path(sys.argv[1]), kill_at=int(sys.argv[2]))

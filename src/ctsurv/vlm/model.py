@@ -134,13 +134,45 @@ class CTVisionLanguageModel(nn.Module):
             labels: (B, L), -100 outside answers (:mod:`.prompt`), or None.
         """
         embeds, mask, positions, merged_labels = self.embed_inputs(features, input_ids, attention_mask, labels)
-        out = self.decoder(inputs_embeds=embeds, attention_mask=mask, position_ids=positions,
-                           output_hidden_states=True, use_cache=False, return_dict=True)
+        with last_hidden_state(self.decoder) as captured:
+            out = self.decoder(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, use_cache=False,
+                               return_dict=True)
         loss, n_tokens = None, 0
         if merged_labels is not None:
             loss, n_tokens = causal_lm_loss(out.logits, merged_labels)
-        return VLMOutput(loss=loss, logits=out.logits, last_hidden_state=out.hidden_states[-1], attention_mask=mask,
+        return VLMOutput(loss=loss, logits=out.logits, last_hidden_state=captured["hidden"], attention_mask=mask,
                          labels=merged_labels, n_label_tokens=n_tokens)
+
+    def gradient_checkpointing_enable(self) -> None:
+        """Recompute the decoder's activations in the backward pass (non-reentrant; the trainer calls it)."""
+        enable_gradient_checkpointing(self.decoder)
+
+
+class last_hidden_state:
+    """Context manager: the decoder's last hidden state (B, L, H) of the forward pass run inside it.
+
+    It is the input of the output embeddings (the LM head) of every Hugging Face causal LM, so a
+    forward hook there keeps that one tensor; ``output_hidden_states=True`` would keep every
+    layer's (33 x B x L x 4096 for a 7B decoder, alive until the batch is done).
+    """
+
+    def __init__(self, decoder: nn.Module):
+        head = decoder.get_output_embeddings()
+        if head is None:
+            raise DataError(f"the decoder {type(decoder).__name__} has no output embeddings (LM head): it is not a causal LM")
+        self.head, self.captured, self.handle = head, {}, None
+
+    def __enter__(self) -> dict:
+        def hook(module, args, kwargs, output):
+            self.captured["hidden"] = args[0] if args else kwargs["input"]
+
+        self.handle = self.head.register_forward_hook(hook, with_kwargs=True)
+        return self.captured
+
+    def __exit__(self, *exc) -> None:
+        self.handle.remove()
+        if exc[0] is None and "hidden" not in self.captured:
+            raise RuntimeError("the decoder's forward pass did not call its output embeddings")
 
 
 def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, int]:

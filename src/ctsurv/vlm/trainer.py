@@ -5,10 +5,15 @@
 - ``loss_fn(model, batch) -> {"loss": tensor, **parts}``: every part is logged; an optional
   ``"tokens"`` entry (a count) feeds tokens/s, otherwise the batch's ``attention_mask`` does.
 - One *step* is one optimizer update of ``batch_size x grad_accum x processes`` examples.
-  The data order is a seeded permutation per epoch (or the caller's ``batch_sampler``), so the
-  position in the data is ``step x grad_accum`` micro-batches: nothing else to store.
+  With ``total_batch`` set, that product is fixed and ``grad_accum`` is derived from the
+  process count (:meth:`TrainSettings.accumulation`): the paper's total of 96 is 12 x 8 on one
+  GPU and 12 x 4 on each of two.  The data order is a seeded permutation per epoch (or the
+  caller's ``batch_sampler``), so the position in the data is ``step x grad_accum``
+  micro-batches: nothing else to store.
 - Precision: ``auto`` is bf16 autocast on a GPU and fp32 on a CPU (bf16 is 24x slower on CPUs
-  without native support; tests pin fp32).  Gradient checkpointing ``auto``: on a GPU only.
+  without native support; tests pin fp32).  Gradient checkpointing ``auto``: on a GPU only; the
+  trainer calls the model's own ``gradient_checkpointing_enable()`` (each ctsurv model knows
+  where its decoder is).
 - Several GPUs: run the same code under ``accelerate launch --num_processes N``
   (config/accelerate/*.yaml pick DDP, FSDP or DeepSpeed ZeRO-3); each process takes every
   N-th example of each global batch.
@@ -60,7 +65,8 @@ class TrainSettings:
     weight_decay: float = 0.0
     warmup_steps: int = 0
     batch_size: int = 8
-    grad_accum: int = 1
+    grad_accum: int | None = 1
+    total_batch: int | None = None
     max_steps: int | None = None
     epochs: float | None = None
     checkpoint_every: int = 50
@@ -80,17 +86,49 @@ class TrainSettings:
         self.betas = tuple(float(b) for b in self.betas)
         if (self.max_steps is None) == (self.epochs is None):
             raise ConfigError("training settings: give exactly one of max_steps and epochs")
+        if not (math.isfinite(float(self.lr)) and float(self.lr) > 0):
+            raise ConfigError(f"training settings: lr must be a number greater than 0, got {self.lr!r}")
         if self.precision not in ("auto", "fp32", "bf16"):
             raise ConfigError(f"training settings: precision is {self.precision!r}; choose auto, fp32 or bf16")
-        for key in ("batch_size", "grad_accum", "checkpoint_every", "eval_every", "keep_checkpoints"):
-            if int(getattr(self, key)) < 1:
-                raise ConfigError(f"training settings: {key} must be at least 1, got {getattr(self, key)}")
+        if self.grad_accum is None and self.total_batch is None:
+            raise ConfigError("training settings: give grad_accum, or total_batch to derive it from the process count")
+        for key in ("batch_size", "grad_accum", "total_batch", "checkpoint_every", "eval_every", "keep_checkpoints"):
+            value = getattr(self, key)
+            if value is not None and int(value) < 1:
+                raise ConfigError(f"training settings: {key} must be at least 1, got {value}")
+
+    def accumulation(self, processes: int) -> int:
+        """Micro-batches per optimizer step with ``processes`` processes (one per GPU).
+
+        Without ``total_batch`` it is ``grad_accum``, and the examples per step grow with the
+        process count.  With it, the examples per step are ``total_batch`` whatever the count:
+        ``total_batch / (batch_size x processes)``, which must be a whole number.  A
+        ``grad_accum`` given as well must agree (or be null).
+        """
+        if self.total_batch is None:
+            return int(self.grad_accum)
+        per_pass = int(self.batch_size) * int(processes)
+        if self.total_batch % per_pass:
+            raise ConfigError(
+                f"training settings: total_batch {self.total_batch} is not a multiple of batch_size {self.batch_size} x "
+                f"{processes} process(es) = {per_pass}; change total_batch, batch_size or the GPU count")
+        accum = self.total_batch // per_pass
+        if self.grad_accum is not None and int(self.grad_accum) != accum:
+            raise ConfigError(
+                f"training settings: grad_accum {self.grad_accum} and total_batch {self.total_batch} disagree with "
+                f"{processes} process(es) of batch_size {self.batch_size} (total_batch needs grad_accum {accum}); "
+                "set grad_accum: null to derive it")
+        return accum
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> "TrainSettings":
-        """Build from a config section, ignoring keys that are not training settings."""
+        """Build from a config section, ignoring keys that are not training settings (the schema
+        refuses unknown keys); ``max_steps``, when set, overrides ``epochs`` (as the config says)."""
         names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in names})
+        values = {k: v for k, v in values.items() if k in names}
+        if values.get("max_steps") is not None:
+            values["epochs"] = None
+        return cls(**values)
 
     def resume_key(self) -> dict:
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in self.RESUME_NEUTRAL}
@@ -162,7 +200,7 @@ def train(
     out_dir = Path(out_dir)
     if len(train_data) == 0:
         raise CtsurvError("no training examples: the training split is empty")
-    accelerator = _make_accelerator(settings)
+    accelerator, ga = _make_accelerator(settings)
     procs, rank = accelerator.num_processes, accelerator.process_index
     if is_sharded(accelerator) and not accepts_state_dict(save_fn):
         raise ConfigError(
@@ -172,12 +210,14 @@ def train(
         )
     sampler = batch_sampler or random_batches(len(train_data), settings.batch_size * procs, settings.seed, procs)
     per_epoch = len(sampler(0))
-    ga = settings.grad_accum
+    log.info("optimizer step: %d examples (batch_size %d x grad_accum %d x %d process(es))",
+             settings.batch_size * ga * procs, settings.batch_size, ga, procs)
     total = settings.max_steps or max(1, math.ceil(settings.epochs * per_epoch / ga))
     config = {
         "settings": settings.resume_key(),
         "run": dict(run_config or {}),
         "processes": procs,
+        "grad_accum": ga,
         "train_size": len(train_data),
         "val_size": len(val_data or ()),
     }
@@ -425,23 +465,26 @@ def _make_accelerator(settings: TrainSettings):
         # Several trainings in one process (tests, benchmarks) each get fresh settings.
         AcceleratorState._reset_state(reset_partial_state=True)
         GradientState._reset_state()
+    from accelerate import PartialState
+
     cuda = torch.cuda.is_available()
     bf16 = settings.precision == "bf16" or (settings.precision == "auto" and cuda and torch.cuda.is_bf16_supported())
-    return Accelerator(mixed_precision="bf16" if bf16 else "no", gradient_accumulation_steps=settings.grad_accum, cpu=not cuda)
+    accum = settings.accumulation(PartialState(cpu=not cuda).num_processes)
+    accelerator = Accelerator(mixed_precision="bf16" if bf16 else "no", gradient_accumulation_steps=accum, cpu=not cuda)
+    return accelerator, accum
 
 
 def _enable_gradient_checkpointing(model, settings: TrainSettings, device) -> None:
+    """Call the model's own ``gradient_checkpointing_enable()`` when the settings ask for it."""
     wanted = settings.gradient_checkpointing
     if wanted == "auto":
         wanted = torch.device(device).type == "cuda"
     if not wanted:
         return
-    target = getattr(model, "decoder", model)
-    if not hasattr(target, "gradient_checkpointing_enable"):
-        raise CtsurvError(f"gradient checkpointing was asked for but {type(target).__name__} does not support it")
-    target.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    if hasattr(target, "config"):
-        target.config.use_cache = False
+    if not callable(getattr(model, "gradient_checkpointing_enable", None)):
+        raise ConfigError(f"gradient_checkpointing is on but {type(model).__name__} has no gradient_checkpointing_enable() "
+                          "method; set gradient_checkpointing: false")
+    model.gradient_checkpointing_enable()
 
 
 def _seed_everything(seed: int) -> None:
