@@ -111,3 +111,146 @@ def test_the_workflow_refuses_a_duplicate_key_in_a_config_file(repo, tmp_path):
                          capture_output=True, text=True, timeout=300)
     assert run.returncode != 0
     assert "dup.yaml, line 3: key 'size' is given twice" in run.stdout + run.stderr
+
+
+# -- issue 23 item 3: every section is closed; user-keyed mappings are checked against what they name --
+
+# Mappings whose keys the user chooses (names, not settings): the schema cannot close them, so
+# each is checked in code against what it names (tested below with a misspelt key).
+USER_KEYED = {
+    "datasets": "dataset names (pattern)",
+    "datasets.*.clinical": "declares the clinical columns",
+    "datasets.*.columns": "contract or declared clinical column -> table column",
+    "datasets.*.vitals": "declared clinical column -> EHR code",
+    "datasets.*.labels": "declared clinical column -> {value: words}",
+    "datasets.*.labels.*": "values of the column -> words",
+}
+
+
+def _schema_nodes(node, path=""):
+    """(dotted path, schema node) of every object schema; '*' for a user-chosen key."""
+    if not isinstance(node, dict):
+        return
+    if node.get("type") == "object" or "properties" in node:
+        yield path, node
+    for name, sub in node.get("properties", {}).items():
+        yield from _schema_nodes(sub, f"{path}.{name}" if path else name)
+    if isinstance(node.get("additionalProperties"), dict):
+        yield from _schema_nodes(node["additionalProperties"], f"{path}.*" if path else "*")
+
+
+def test_every_object_in_the_schema_refuses_unknown_keys(schema):
+    open_ = [path or "(top level)" for path, node in _schema_nodes(schema)
+             if node.get("additionalProperties") is not False and path not in USER_KEYED]
+    assert open_ == [], f"sections of the schema that accept any key: {open_}"
+    for path in USER_KEYED:
+        node = dict(_schema_nodes(schema))[path]
+        assert isinstance(node.get("additionalProperties"), dict), f"{path}: its values must have a schema"
+
+
+def _schema_at(schema, parts):
+    node = schema
+    for part in parts:
+        props = node.get("properties", {})
+        node = props[part] if part in props else node.get("additionalProperties")
+        if not isinstance(node, dict):
+            return None
+    return node
+
+
+def _mappings(value, parts=()):
+    if isinstance(value, dict):
+        yield parts
+        for key, sub in value.items():
+            yield from _mappings(sub, parts + (key,))
+
+
+def _pattern(parts):
+    """``datasets.demo_pe.labels.pe_acute`` -> ``datasets.*.labels.*``."""
+    out = [str(p) for p in parts]
+    if len(out) > 1 and out[0] == "datasets":
+        out[1] = "*"
+        if len(out) > 3 and out[2] in ("clinical", "columns", "vitals", "labels"):
+            out[3] = "*"
+    return ".".join(out)
+
+
+@pytest.mark.parametrize("which", ["demo", "paper"])
+def test_a_stray_key_in_any_mapping_of_the_loaded_config_is_an_error(repo, schema, demo, which):
+    """Walk the loaded config: every mapping's schema closes it, and a stray key in any of them is
+    refused naming its path (vlm.stage2.train, the one section left open, took 'warmup_step')."""
+    config = demo if which == "demo" else merged(demo, load_yaml(repo / "config/paper.yaml"))
+    loaded = validate_config(config, schema)
+    checked = 0
+    for parts in _mappings(loaded):
+        pattern = _pattern(parts)
+        if pattern in USER_KEYED:
+            continue
+        node = _schema_at(schema, parts)
+        assert node is not None and node.get("additionalProperties") is False, f"'{'.'.join(parts)}' accepts any key"
+        bad = copy.deepcopy(config)
+        target = bad
+        for part in parts:
+            target = target.setdefault(part, {})
+        target["zz_stray"] = 1
+        with pytest.raises(ConfigError) as err:
+            validate_config(bad, schema)
+        where = ".".join(map(str, parts + ("zz_stray",)))
+        assert f"key '{where}' is not a known key" in str(err.value)
+        checked += 1
+    assert checked > 30
+
+
+@pytest.mark.parametrize("section, value, expected", [
+    ({"warmup_step": 5}, None, "key 'vlm.stage2.train.warmup_step' is not a known key ('warmup_step' was unexpected; "
+                               "did you mean 'vlm.stage2.train.warmup_steps'?)"),
+    ({"max_step": 5, "max_steps": None, "epochs": None}, None, "key 'vlm.stage2.train.max_step' is not a known key"),
+    ({"lr": -1}, None, "key 'vlm.stage2.train.lr': -1 is less than or equal to the minimum of 0"),
+    ({"max_steps": None, "epochs": None}, None, "keys 'vlm.stage2.train.max_steps' and 'vlm.stage2.train.epochs' are both null"),
+])
+def test_stage2_training_settings_are_checked(schema, demo, section, value, expected):
+    bad = copy.deepcopy(demo)
+    bad["vlm"]["stage2"]["train"].update(section)
+    with pytest.raises(ConfigError) as err:
+        validate_config(bad, schema)
+    assert expected in str(err.value)
+
+
+def test_an_emptied_stage2_training_section_takes_documented_defaults(schema, demo):
+    from ctsurv.vlm.trainer import TrainSettings
+
+    cfg = copy.deepcopy(demo)
+    cfg["vlm"]["stage2"]["train"] = {}
+    train = validate_config(cfg, schema)["vlm"]["stage2"]["train"]
+    assert train["warmup_steps"] == 20 and train["epochs"] == 2 and train["max_steps"] is None
+    settings = TrainSettings.from_dict({**train, "max_steps": 7})  # max_steps overrides epochs
+    assert settings.max_steps == 7 and settings.epochs is None
+
+
+@pytest.mark.parametrize("dataset, edit, expected", [
+    ("demo_pe", lambda s: s["labels"].update(pe_acut={True: "x"}),
+     "key 'datasets.demo_pe.labels.pe_acut': 'pe_acut' is not a declared clinical column (did you mean 'pe_acute'?)"),
+    ("demo_pe", lambda s: s["labels"]["pe_acute"].update(ture="acute"),
+     "key 'datasets.demo_pe.labels.pe_acute.ture': 'ture' is not a value of the bool column 'pe_acute'; use true or false"),
+    ("demo_lung", lambda s: s.update(labels={"smoking": {"formr": "a former smoker"}}),
+     "key 'datasets.demo_lung.labels.smoking.formr': 'formr' is not a category of 'smoking' (did you mean 'former'?)"),
+    ("demo_lung", lambda s: s.update(labels={"age": {"sixty": "x"}}),
+     "key 'datasets.demo_lung.labels.age.sixty': 'sixty' is not a number"),
+    ("demo_lung", lambda s: s.update(labels={"smoking": {"former": 3}}),
+     "key 'datasets.demo_lung.labels.smoking.former': expected string, got 3"),
+    ("demo_pe", lambda s: s.update(vitals={"pulse_rate": "8867-4"}),
+     "key 'datasets.demo_pe.vitals.pulse_rate': 'pulse_rate' is not a declared clinical column (did you mean 'pulse'?)"),
+    ("demo_pe", lambda s: s.update(adapter="manifest", path="m.csv", columns={"stuy_id": "id"}),
+     "key 'datasets.demo_pe.columns.stuy_id': 'stuy_id' is neither a contract column nor a declared clinical column "
+     "(did you mean 'study_id'?)"),
+    ("demo_lung", lambda s: s["clinical"]["smoking"].pop("categories"),
+     "key 'datasets.demo_lung.clinical.smoking.categories' is missing or empty: a category column needs its allowed values"),
+])
+def test_user_keyed_mappings_name_declared_columns_and_values(schema, demo, dataset, edit, expected):
+    """A misspelt labels entry silently changed every prompt of the cohort ('..., no, temperature ...')."""
+    bad = copy.deepcopy(demo)
+    bad["datasets"][dataset].setdefault("labels", {})
+    edit(bad["datasets"][dataset])
+    with pytest.raises(ConfigError) as err:
+        validate_config(bad, schema)
+    assert expected in str(err.value)

@@ -161,6 +161,14 @@ def _check_consistency(config: dict) -> None:
             if (low is not None or high is not None) and decl.get("type") not in ("int", "float"):
                 problems.append(f"key 'datasets.{name}.clinical.{column}': min/max apply to int and float columns, "
                                 f"not to {decl.get('type')}")
+            if decl.get("type") == "category" and not decl.get("categories"):
+                problems.append(f"key 'datasets.{name}.clinical.{column}.categories' is missing or empty: a category "
+                                "column needs its allowed values, e.g. categories: [never, former, current]")
+            elif decl.get("categories") and decl.get("type") != "category":
+                problems.append(f"key 'datasets.{name}.clinical.{column}.categories': categories apply to category "
+                                f"columns, not to {decl.get('type')}")
+        problems += _user_key_problems(name, spec)
+    problems += _training_problems(config.get("vlm") or {})
     if problems:
         lines = "\n  - ".join(problems)
         raise ConfigError(f"the configuration has {len(problems)} problem(s):\n  - {lines}")
@@ -182,4 +190,78 @@ def _sentence_problems(name: str, spec: dict) -> list[str]:
             hint = f"did you mean '{{{close[0]}}}'?" if close else f"declared: {', '.join(declared) or 'none'}"
             problems.append(f"key '{key}': placeholder '{{{field}}}' is not a declared clinical column ({hint}); "
                             f"declare it under 'datasets.{name}.clinical' or fix the template")
+    return problems
+
+
+_BOOL_WORDS = {"true": True, "false": False}
+
+
+def _column_hint(name: str, key: str, column: str, declared: list[str]) -> str:
+    close = difflib.get_close_matches(str(column), declared, n=1, cutoff=0.6)
+    hint = f"did you mean '{close[0]}'?" if close else f"declared: {', '.join(declared) or 'none'}"
+    return (f"key 'datasets.{name}.{key}.{column}': '{column}' is not a declared clinical column ({hint}); "
+            f"declare it under 'datasets.{name}.clinical' or fix the name")
+
+
+def _label_value_problem(name: str, column: str, value, decl: dict) -> str | None:
+    """Whether ``value`` (a key under ``labels.<column>``) can be a value of the declared column."""
+    kind = decl.get("type")
+    text = str(value).lower() if isinstance(value, bool) else str(value)
+    key = f"key 'datasets.{name}.labels.{column}.{text}'"
+    if kind == "bool" and text not in _BOOL_WORDS:
+        return f"{key}: '{text}' is not a value of the bool column '{column}'; use true or false"
+    if kind == "category":
+        allowed = [str(c) for c in decl.get("categories") or []]
+        if text not in allowed:
+            close = difflib.get_close_matches(text, allowed, n=1, cutoff=0.6)
+            hint = f"did you mean '{close[0]}'?" if close else f"its categories: {allowed}"
+            return f"{key}: '{text}' is not a category of '{column}' ({hint})"
+    if kind in ("int", "float"):
+        try:
+            number = float(text)
+        except ValueError:
+            return f"{key}: '{text}' is not a number, so no {kind} value of '{column}' can match it"
+        if kind == "int" and not number.is_integer():
+            return f"{key}: '{text}' is not a whole number, so no int value of '{column}' can match it"
+    return None
+
+
+def _user_key_problems(name: str, spec: dict) -> list[str]:
+    """The keys of a dataset's user-keyed mappings (labels, vitals, columns) must name declared
+    columns (and, under labels, values those columns can hold): the schema cannot know them, and
+    a misspelt one is otherwise ignored (a label that never matches changes every sentence)."""
+    clinical = spec.get("clinical") or {}
+    declared = list(clinical)
+    problems = []
+    for column, words in (spec.get("labels") or {}).items():
+        if column not in clinical:
+            problems.append(_column_hint(name, "labels", column, declared))
+            continue
+        for value in words or {}:
+            problem = _label_value_problem(name, column, value, clinical[column])
+            if problem:
+                problems.append(problem)
+    for column in spec.get("vitals") or {}:
+        if column not in clinical:
+            problems.append(_column_hint(name, "vitals", column, declared))
+    if spec.get("adapter") != "demo":
+        from .data.adapters.manifest import OPTIONAL, REQUIRED
+
+        contract = REQUIRED + OPTIONAL if spec.get("adapter") == "manifest" else []
+        for column in spec.get("columns") or {}:
+            if column not in clinical and column not in contract:
+                close = difflib.get_close_matches(str(column), contract + declared, n=1, cutoff=0.6)
+                hint = f"did you mean '{close[0]}'?" if close else f"known: {', '.join(contract + declared)}"
+                problems.append(f"key 'datasets.{name}.columns.{column}': '{column}' is neither a contract column nor a "
+                                f"declared clinical column ({hint})")
+    return problems
+
+
+def _training_problems(vlm: dict) -> list[str]:
+    """A trainer section needs a length: max_steps (which wins) or epochs."""
+    problems = []
+    for key, section in (("vlm.stage1", vlm.get("stage1")), ("vlm.stage2.train", (vlm.get("stage2") or {}).get("train"))):
+        if isinstance(section, dict) and section.get("max_steps") is None and section.get("epochs") is None:
+            problems.append(f"keys '{key}.max_steps' and '{key}.epochs' are both null: set max_steps (optimizer steps) "
+                            "or epochs (passes over the training data)")
     return problems
