@@ -3,7 +3,7 @@
 import os
 from pathlib import Path
 
-from ctsurv.config import check_yaml_files, validate_config
+from ctsurv.config import check_input_paths, check_yaml_files, validate_config
 
 
 # The checkout the workflow runs from, for envs/main.post-deploy.sh (snakemake --sdm conda
@@ -15,6 +15,8 @@ os.environ.update(CTSURV_SOURCE=str(Path(workflow.basedir).resolve()))
 # YAML reader keeps the last of two equal keys silently: re-read the files to refuse that.
 check_yaml_files(workflow.configfiles)
 config = validate_config(config, schema=workflow.source_path("../workflow/schemas/config.schema.yaml"))
+# Every input path the rules read (models, tables, folders) exists, before the first job.
+check_input_paths(config)
 
 DATASETS = list(config["datasets"])
 SURVIVAL_DATASETS = [d for d, spec in config["datasets"].items() if spec["role"] == "survival"]

@@ -254,3 +254,78 @@ def test_user_keyed_mappings_name_declared_columns_and_values(schema, demo, data
     with pytest.raises(ConfigError) as err:
         validate_config(bad, schema)
     assert expected in str(err.value)
+
+
+# -- issue 23 item 3: every path a rule reads is checked before the first job --------------
+
+def _paths_config(schema, demo, tmp_path):
+    cfg = copy.deepcopy(demo)
+    cfg["datasets"]["my_lung"] = {"adapter": "manifest", "role": "survival", "path": str(tmp_path / "m.csv"),
+                                  "image_root": str(tmp_path / "images")}
+    cfg["datasets"]["my_ct_rate"] = {"adapter": "ct_rate", "role": "pretrain", "reports": [str(tmp_path / "r.csv")],
+                                     "metadata": str(tmp_path / "meta.csv"), "volumes": str(tmp_path / "vol")}
+    cfg["datasets"]["my_pe"] = {"adapter": "inspect", "role": "survival", "path": str(tmp_path / "inspect"),
+                                "ehr": str(tmp_path / "ehr.parquet")}
+    return validate_config(cfg, schema)
+
+
+PATH_KEYS = {  # key -> (set it, what the message says)
+    "vlm.evaluate.bertscore_model": (lambda c, p: c["vlm"]["evaluate"].update(bertscore_model=str(p / "bert")), "not found"),
+    "vlm.decoder": (lambda c, p: c["vlm"].update(decoder=str(p)), "has no config.json"),
+    "text_encoder.model": (lambda c, p: c["text_encoder"].update(model=str(p / "longformer")), "not found"),
+    "imaging.encoder.checkpoint": (lambda c, p: c["imaging"]["encoder"].update(checkpoint=str(p)), "is a folder; give the file"),
+    "extraction.model": (lambda c, p: c["extraction"].update(backend="transformers", model=str(p / "mistral")), "not found"),
+    "extraction.questions": (lambda c, p: c["extraction"].update(questions=str(p / "q.yaml")), "not found"),
+    "vlm.stage1.accelerate_config": (lambda c, p: c["vlm"]["stage1"].update(accelerate_config=str(p / "a.yaml")), "not found"),
+    "gpu.lock_dir": (lambda c, p: c["gpu"].update(lock_dir=str(p / "lockfile")), "is a file"),
+    "datasets.my_lung.path": (None, "not found"), "datasets.my_lung.image_root": (None, "not found"),
+    "datasets.my_ct_rate.reports[0]": (None, "not found"), "datasets.my_ct_rate.metadata": (None, "not found"),
+    "datasets.my_ct_rate.volumes": (None, "not found"), "datasets.my_pe.path": (None, "not found"),
+    "datasets.my_pe.ehr": (None, "not found"),
+}
+
+
+def test_every_input_path_of_the_config_is_checked_under_its_own_key(schema, demo, tmp_path):
+    from ctsurv.config import check_input_paths
+
+    check_input_paths(validate_config(demo, schema))  # the demo reads nothing from outside
+    (tmp_path / "lockfile").write_text("", encoding="utf-8")
+    cfg = _paths_config(schema, demo, tmp_path)
+    for key, (set_it, _) in PATH_KEYS.items():
+        if set_it:
+            set_it(cfg, tmp_path)
+    with pytest.raises(ConfigError) as err:
+        check_input_paths(cfg)
+    lines = str(err.value).splitlines()[1:]
+    assert len(lines) == len(PATH_KEYS), str(err.value)
+    for key, (_, says) in PATH_KEYS.items():
+        line = next((l for l in lines if f"key '{key}'" in l), None)
+        assert line is not None and says in line, (key, str(err.value))
+
+
+def test_the_workflow_checks_input_paths_before_any_job(repo, tmp_path):
+    """A missing BERTScore model was reported as 'text_encoder.model', after every answer was generated."""
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    (tmp_path / "config").mkdir()
+    for name in ("config.yaml", "questions.yaml"):
+        shutil.copy(repo / "config" / name, tmp_path / "config" / name)
+    (tmp_path / "paths.yaml").write_text("vlm:\n  evaluate:\n    bertscore_model: models/no-such-bert\n", encoding="utf-8")
+    snakemake = Path(sys.executable).with_name("snakemake")
+    run = subprocess.run([str(snakemake), "-s", str(repo / "Snakefile"), "--directory", str(tmp_path), "-n", "--cores", "1",
+                          "--configfile", str(tmp_path / "config/config.yaml"), str(tmp_path / "paths.yaml")],
+                         capture_output=True, text=True, timeout=300)
+    out = run.stdout + run.stderr
+    assert run.returncode != 0
+    assert "key 'vlm.evaluate.bertscore_model': models/no-such-bert (the BERTScore model" in out and "not found" in out
+    assert "text_encoder.model" not in out and "Job stats" not in out
+
+
+def test_the_bertscore_model_is_named_by_its_own_key_when_scoring(tmp_path):
+    from ctsurv.vlm.answer_eval import resolve_bertscore_model
+
+    with pytest.raises(ConfigError, match=r"^vlm.evaluate.bertscore_model: .*no-bert is not found"):
+        resolve_bertscore_model(tmp_path / "no-bert")

