@@ -107,6 +107,11 @@ def run_update(args) -> int:
     questions = load_questions(questions_for(config["extraction"]["questions"]))
     for workbook in workbooks.values():
         summary, backup = update_clinician_workbook(answers, reports, questions, workbook)
+        from ..review.clinician import added_columns
+
+        kept, _ = added_columns(workbook)
         print(f"wrote {workbook}: {summary.rows} rows, {summary.carried} decisions kept, {summary.changed} changed answers to review again, "
-              f"{summary.new} new rows, {summary.dropped} reviewed rows no longer extracted" + (f"; backup {backup}" if backup else ""))
+              f"{summary.new} new rows, {summary.dropped} reviewed rows no longer extracted"
+              + (f"; kept the column(s) you added: {', '.join(map(str, kept))}" if kept else "")
+              + (f"; backup {backup}" if backup else ""))
     return 0
