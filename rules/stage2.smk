@@ -86,6 +86,7 @@ rule evaluate_stage2:
     params:
         survival=config["survival"],
         bertscore=config["vlm"]["stage2"]["bertscore"],
+        evaluate=config["vlm"]["evaluate"],
     wildcard_constraints:
         head="deepsurv|deephit",
         pretrain="with|without",

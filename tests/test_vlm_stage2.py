@@ -153,10 +153,46 @@ def test_risk_memory_joins_the_risk_sets():
     # events: t=1 (batch; risk set {0.5,-0.2,2.0,1.0}), t=0.5 (memory; everyone), t=5 (memory; {1.0})
     h = {"a": 0.5, "b": -0.2, "m1": 2.0, "m2": 1.0, "m3": 0.0}
     lse = lambda keys: np.log(sum(np.exp(h[k]) for k in keys))  # noqa: E731
-    expected = -((h["a"] - lse(["a", "b", "m1", "m2"])) + (h["m3"] - lse(list(h))) + (h["m2"] - lse(["m2"]))) / 3
+    # the sum over all three events, divided by the batch's one event (the gradient scale)
+    expected = -((h["a"] - lse(["a", "b", "m1", "m2"])) + (h["m3"] - lse(list(h))) + (h["m2"] - lse(["m2"]))) / 1
     assert joined.item() == pytest.approx(expected, rel=1e-5)
     assert alone.item() == pytest.approx(-(0.5 - np.log(np.exp(0.5) + np.exp(-0.2))), rel=1e-5)
     assert RiskMemory(size=0).get() is None
+
+
+def test_risk_memory_gradient_scale_matches_a_hand_computed_cox_loss():
+    """The batch's gradient with a detached memory equals the gradient of Cox's partial
+    likelihood written out by hand over batch + memory, divided by the batch's events (not by
+    all events, which would shrink it by D_batch / (D_batch + D_memory))."""
+    gen = torch.Generator().manual_seed(3)
+    b_risk = torch.randn(8, generator=gen, dtype=torch.float64)
+    b_time, b_event = torch.rand(8, generator=gen, dtype=torch.float64) * 10, torch.tensor([1, 0, 1, 1, 0, 0, 1, 0.0])
+    m_risk = torch.randn(16, generator=gen, dtype=torch.float64)
+    m_time = torch.rand(16, generator=gen, dtype=torch.float64) * 10
+    m_event = (torch.rand(16, generator=gen) < 0.5).to(torch.float64)
+    d_batch, d_memory = int(b_event.sum()), int(m_event.sum())
+    assert d_batch == 4 and d_memory > 0
+    z = torch.zeros(8, 4, dtype=torch.float64)
+
+    log_hz = b_risk.clone().requires_grad_(True)
+    parts = survival_branch_loss("deepsurv", z, z, log_hz, b_time, b_event, memory=(m_risk, m_time, m_event))
+    (grad,) = torch.autograd.grad(parts["surv"], log_hz)
+
+    hand_hz = b_risk.clone().requires_grad_(True)
+    h = torch.cat([hand_hz, m_risk])  # the memory: constants
+    t, e = torch.cat([b_time, m_time]), torch.cat([b_event, m_event])
+    terms = [h[i] - torch.logsumexp(h[t >= t[i]], 0) for i in range(len(h)) if e[i] == 1]
+    hand = -torch.stack(terms).sum() / d_batch
+    (hand_grad,) = torch.autograd.grad(hand, hand_hz, retain_graph=True)
+    assert parts["surv"].item() == pytest.approx(hand.item(), rel=1e-10)
+    assert torch.allclose(grad, hand_grad, rtol=1e-10, atol=1e-12)
+    # divided by all events instead, the gradient would be D_b / (D_b + D_m) of it
+    (all_events,) = torch.autograd.grad(hand * d_batch / (d_batch + d_memory), hand_hz)
+    assert torch.allclose(all_events, grad * d_batch / (d_batch + d_memory), rtol=1e-10)
+    # an empty memory: the batch-only Cox loss, unchanged
+    alone = survival_branch_loss("deepsurv", z, z, b_risk, b_time, b_event)["surv"]
+    empty = (torch.empty(0), torch.empty(0), torch.empty(0))
+    assert survival_branch_loss("deepsurv", z, z, b_risk, b_time, b_event, memory=empty)["surv"].item() == alone.item()
 
 
 def test_batches_hold_distinct_patients_and_cycle_questions():
@@ -276,7 +312,7 @@ def _run(script: Path, spec: dict, out: Path, kill_at=0, head="deepsurv", pretra
 
 def test_train_kill_9_resume_and_predict(world, tmp_path):
     from ctsurv.vlm.stage2_io import load_stage2
-    from ctsurv.vlm.stage2_predict import predict_questions
+    from ctsurv.vlm.stage2_predict import predict_questions, validation_cindex
 
     spec = _world(world, memory=0)
     script, module = _train_module(tmp_path)
@@ -293,7 +329,16 @@ def test_train_kill_9_resume_and_predict(world, tmp_path):
     assert a["step"].tolist() == list(range(1, 7)) == b["step"].tolist()
     assert (a[cols].fillna(-1) - b[cols].fillna(-1)).abs().to_numpy().max() < 1e-5
 
+    # the checkpoint follows the validation c-index of the six-question ensemble (loss breaks ties)
+    evals = a.dropna(subset=["val_cindex"])
+    assert len(evals) == 3 and evals["val_cindex"].between(0, 1).all()
+    top = evals.sort_values(["val_cindex", "val_loss"], ascending=[False, True], kind="stable").iloc[0]
+    assert summary["best_step"] == int(top["step"]) and summary["best_val_cindex"] == pytest.approx(top["val_cindex"])
     model = load_stage2(tmp_path / "whole" / "best", feature_fingerprint="tiny-encoder")
+    val_tables, val_fu, val_feats, val_ids = load_split_data({"val": world["paths"]["val"]}, world["cohort"], world["store"])
+    assert len(val_tables["val"]) == 4 * len(QUESTIONS)
+    again_c = validation_cindex(model, val_tables["val"], val_fu, val_feats, val_ids)
+    assert again_c == pytest.approx(summary["best_val_cindex"], abs=1e-6)  # the saved model is the one picked
     # the standardiser was fitted once before step 1, and the resumed run took it from the checkpoint
     again = json.loads(resumed.stdout.split("SUMMARY", 1)[1])
     assert again["standardizer"] is None
@@ -360,3 +405,45 @@ def test_without_pretraining_starts_the_same_whatever_ran_before(world):
     assert built[0].keys() == built[1].keys() and any("projector" in k for k in built[0])
     for name, value in built[0].items():
         assert torch.equal(value, built[1][name]), name
+
+
+@pytest.mark.parametrize("pool", ["prompt", "all"])
+def test_risks_do_not_depend_on_reference_answers(world, pool):
+    """One scoring path: a patient's risk is the same with the reference answer, another
+    answer or none (prompt: the branch reads the prompt only; all: every split is scored on the
+    generated answers); with ``prompt`` it is also the risk the teacher-forced training pass sees."""
+    from ctsurv.vlm.stage2_predict import predict_questions
+
+    model = _model(world)
+    model.pool = pool
+    with torch.no_grad():
+        model.branch.head.net[-1].weight.normal_(0.0, 1.0, generator=torch.Generator().manual_seed(0))
+    tables, followup, feats, ids = load_split_data({"val": world["paths"]["val"]}, world["cohort"], world["store"])
+    val = tables["val"]
+    runs = [predict_questions(model, {"val": t}, followup, feats, ids, generate_splits=(), max_new_tokens=3)
+            for t in (val, val.assign(answer=None), val.assign(answer="a different answer altogether"))]
+    risk = runs[0]["risk"].to_numpy()
+    assert len(risk) == 4 * len(QUESTIONS) and np.unique(risk.round(6)).size > 4  # risks differ between rows
+    for other in runs[1:]:
+        assert np.array_equal(other["risk"].to_numpy(), risk)
+    assert runs[0]["reference"].tolist() == val["answer"].tolist()
+    assert runs[0]["generated"].notna().all() == (pool == "all")
+    if pool == "prompt":  # the training pass (teacher-forced on the reference answer) reads the same inputs
+        data = SurvivalExamples(val, followup, feats, ids, model.vlm.tokenizer, model.vlm.config.prompt_format,
+                                model.vlm.config.max_length)
+        model.eval()
+        with torch.no_grad():
+            out = model(collate([data[i] for i in range(len(data))], model.vlm.tokenizer.pad_token_id))
+        assert np.allclose(out["out"].reshape(-1).numpy(), risk, atol=1e-5)
+
+
+def test_a_better_validation_score_wins_and_the_loss_breaks_ties():
+    from ctsurv.vlm.trainer import is_better
+
+    assert is_better(1.0, None, None, None, None) and is_better(0.9, None, 1.0, None, 2)
+    assert not is_better(1.1, None, 1.0, None, 2)  # without a score: the loss
+    assert is_better(5.0, 0.71, 1.0, 0.70, 2)  # a higher c-index wins over a lower loss
+    assert not is_better(0.5, 0.69, 1.0, 0.70, 2)
+    assert is_better(0.9, 0.70, 1.0, 0.70, 2) and not is_better(1.1, 0.70, 1.0, 0.70, 2)  # ties: the loss
+    assert not is_better(0.1, float("nan"), 1.0, 0.5, 2) and is_better(0.1, 0.5, 1.0, float("nan"), 2)  # NaN ranks last
+

@@ -71,7 +71,12 @@ def test_regularisers_do_not_depend_on_the_scale_of_z_or_on_h():
     for key in ("dispersion", "alignment"):
         assert float(one[key]) == pytest.approx(float(two[key]), rel=1e-5)
     assert float(one["dispersion"]) == pytest.approx(float(dispersion_continuous(zsurv, time, event)) / 16, rel=1e-6)
-    assert float(one["alignment"]) == pytest.approx(float(alignment(zsurv, zs, event)) / 16, rel=1e-6)
+    # the paper's alignment (the default): the mean L2 norm over all patients, per sqrt(H)
+    assert float(one["alignment"]) == pytest.approx(float((zsurv - zs).norm(dim=1).mean()) / 4, rel=1e-5)
+    squared = survival_branch_loss("deepsurv", zs, zsurv, torch.zeros(40, 1), time, event,
+                                   weights=SurvivalLossWeights(alignment_form="squared"))
+    assert float(squared["alignment"]) == pytest.approx(float(alignment(zsurv, zs, event)) / 16, rel=1e-6)
+    assert float(one["alignment"]) != pytest.approx(float(squared["alignment"]), rel=1e-2)
 
 
 def test_branch_weights_round_trip_the_standardiser(tmp_path):

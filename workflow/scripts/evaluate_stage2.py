@@ -4,6 +4,7 @@ import json
 
 import torch
 
+from ctsurv.report.bertscore import BertScoreModel
 from ctsurv.report.evaluation import evaluate_stage2
 from ctsurv.scripting import run_step
 from ctsurv.survival.evaluation import check_survival, read_predictions, read_table
@@ -23,6 +24,7 @@ def main(smk):
         min_at_risk=survival["km_min_at_risk"],
         bertscore_pairs=smk.params.bertscore["pairs"],
         bertscore_seed=smk.params.bertscore["seed"],
+        bertscore_model=BertScoreModel.from_config(smk.params.evaluate),
     )
     with open(smk.output.metrics, "w", encoding="utf-8") as fh:
         json.dump(metrics, fh, indent=2)

@@ -9,8 +9,10 @@ r"""Representation regularisers of the joint model (uncensored patients only).
   latents grow (-1, -100, -10000 at scales 1, 10, 100), so any optimiser inflates the norms
   instead of separating the bins.  Cosine similarity keeps the intent (bins pushed apart in
   direction) and bounds the loss to [-1/tau, 1/tau].
-* Alignment keeps the adapted latent near the pooled one:
-  :math:`\frac{1}{n}\sum_i \lVert z^{surv}_i - z^{pooled}_i \rVert^2`.
+* Alignment keeps the adapted latent near the pooled one.  The paper writes an L2 norm over
+  all patients, :math:`\frac{1}{n}\sum_i \lVert z^{surv}_i - z^{pooled}_i \rVert_2`
+  (:func:`alignment_l2`); :func:`alignment` is the squared form over uncensored patients,
+  :math:`\frac{1}{n_u}\sum_{i: \delta_i = 1} \lVert z^{surv}_i - z^{pooled}_i \rVert^2`.
 
 Each returns 0 (with a gradient path) when too few uncensored patients or bins exist.
 """
@@ -85,3 +87,17 @@ def alignment(z_surv: torch.Tensor, z_pooled: torch.Tensor, event: torch.Tensor)
     if len(a) == 0:
         return z_surv.sum() * 0.0
     return (a - b).pow(2).sum(dim=1).mean()
+
+
+def alignment_l2(z_surv: torch.Tensor, z_pooled: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """Mean Euclidean distance between adapted and pooled latents over all patients (the paper).
+
+    The norm's gradient at a zero distance is taken as 0 (``eps`` inside the square root), so
+    the term is finite when the adaptor starts at the identity.
+
+    Shapes: z_surv, z_pooled (n, d).
+    """
+    if len(z_surv) == 0:
+        return z_surv.sum() * 0.0
+    return ((z_surv - z_pooled).pow(2).sum(dim=1) + eps).sqrt().mean()
+

@@ -1,8 +1,8 @@
 """Generated answers vs reference answers: BERTScore F1 and presence agreement, per question.
 
-- BERTScore F1 (bert-score, no idf: with one reference per answer idf scores 0) with a local
-  model: ``minilm`` is the packaged all-MiniLM-L6-v2 (``num_layers=6``); real runs name a
-  local folder.  Nothing is downloaded.
+- BERTScore F1 with the configured model (:mod:`ctsurv.report.bertscore`, the one BERTScore
+  implementation: ``minilm`` is the packaged all-MiniLM-L6-v2; the paper's roberta-large is a
+  local folder).  Nothing is downloaded.
 - Presence agreement: the rules reader (:func:`ctsurv.extraction.rules.answer_presence`)
   decides for the generated and for the reference answer whether the finding is reported
   present; the score is the fraction of pairs where both agree.
@@ -48,33 +48,6 @@ def qa_pairs(records: Sequence[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["id", "study_id", "question_id", "human", "reference"])
 
 
-def sample_pairs(pairs: pd.DataFrame, max_pairs: int | None, seed: int) -> pd.DataFrame:
-    """At most ``max_pairs`` rows, drawn without replacement (the paper scores 500 QA pairs)."""
-    if max_pairs is None or len(pairs) <= max_pairs:
-        return pairs.reset_index(drop=True)
-    return pairs.sample(n=max_pairs, random_state=seed).sort_index().reset_index(drop=True)
-
-
-def resolve_bertscore_model(model: str | Path) -> Path:
-    """``minilm`` -> the packaged MiniLM folder; anything else is a local folder."""
-    from ..text_encoder import resolve_text_model
-
-    return resolve_text_model(model, key="vlm.evaluate.bertscore_model")
-
-
-def bertscore_f1(candidates: Sequence[str], references: Sequence[str], model: str | Path = "minilm",
-                 num_layers: int = 6, batch_size: int = 64) -> np.ndarray:
-    """BERTScore F1 of each candidate against its reference (local model, no idf, no rescaling)."""
-    import torch
-    from bert_score import score
-
-    if not candidates:
-        return np.zeros(0)
-    folder = resolve_bertscore_model(model)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    _, _, f1 = score(list(candidates), list(references), model_type=str(folder), num_layers=num_layers, idf=False,
-                     batch_size=batch_size, device=device, verbose=False)
-    return f1.numpy().astype(float)
 
 
 def presence(question_ids: Sequence[str], answers: Sequence[str]) -> list[bool | None]:
@@ -84,12 +57,14 @@ def presence(question_ids: Sequence[str], answers: Sequence[str]) -> list[bool |
     return [answer_presence(q, a) for q, a in zip(question_ids, answers)]
 
 
-def score_answers(pairs: pd.DataFrame, generated: Sequence[str], model: str | Path = "minilm",
-                  num_layers: int = 6) -> pd.DataFrame:
-    """``pairs`` plus generated, bertscore_f1, presence_generated/reference, presence_agree."""
+def score_answers(pairs: pd.DataFrame, generated: Sequence[str], scorer=None) -> pd.DataFrame:
+    """``pairs`` plus generated, bertscore_f1 (``scorer``: a :class:`ctsurv.report.bertscore.BertScoreModel`,
+    default the packaged MiniLM), presence_generated/reference, presence_agree."""
+    from ..report.bertscore import bertscore_f1
+
     out = pairs.copy()
     out["generated"] = list(generated)
-    out["bertscore_f1"] = bertscore_f1(out["generated"].tolist(), out["reference"].tolist(), model, num_layers)
+    out["bertscore_f1"] = bertscore_f1(out["generated"].tolist(), out["reference"].tolist(), scorer)
     out["presence_generated"] = presence(out["question_id"], out["generated"])
     out["presence_reference"] = presence(out["question_id"], out["reference"])
     known = out["presence_generated"].notna() & out["presence_reference"].notna()

@@ -228,8 +228,8 @@ def evaluate_stage1(model_dir: str | Path, test_json: str | Path, features: str 
         model_dir: the stage-1 model folder.
         test_json: the dataset's ``instructions/test.json``.
         features: the dataset's image feature store.
-        settings: config ``vlm.evaluate`` (bertscore_model, bertscore_layers, max_new_tokens,
-            batch_size, max_pairs, seed).
+        settings: config ``vlm.evaluate`` (bertscore_model, bertscore_layers, bertscore_rescale,
+            bertscore_baseline, max_new_tokens, batch_size, max_pairs, seed).
         zero_images: generate from zeroed visual tokens (the control).
         model: an already loaded model (default: loaded from ``model_dir``).
 
@@ -237,7 +237,8 @@ def evaluate_stage1(model_dir: str | Path, test_json: str | Path, features: str 
         (scored pairs table, per-question summary table, metrics dict).
     """
     from . import generate_answers, load
-    from .answer_eval import qa_pairs, sample_pairs, score_answers, summarize
+    from ..report.bertscore import BertScoreModel, sample_pairs
+    from .answer_eval import qa_pairs, score_answers, summarize
     from .data import load_records
 
     store = FeatureStore(features)
@@ -253,7 +254,8 @@ def evaluate_stage1(model_dir: str | Path, test_json: str | Path, features: str 
         feats[:] = 0.0
     generated = generate_answers(model, feats, pairs["human"].tolist(), max_new_tokens=settings["max_new_tokens"],
                                  batch_size=settings["batch_size"])
-    scored = score_answers(pairs, generated, settings["bertscore_model"], settings["bertscore_layers"])
+    scorer = BertScoreModel.from_config(settings)
+    scored = score_answers(pairs, generated, scorer)
     summary = summarize(scored)
     overall = summary.iloc[-1]
     metrics = {
@@ -265,6 +267,7 @@ def evaluate_stage1(model_dir: str | Path, test_json: str | Path, features: str 
                          for r in summary.iloc[:-1].to_dict("records")},
         "bertscore_model": str(settings["bertscore_model"]),
         "bertscore_layers": int(settings["bertscore_layers"]),
+        "bertscore": scorer.describe(),
         "zero_images": zero_images,
     }
     return scored, summary, metrics
@@ -281,7 +284,8 @@ def write_stage1_evaluation(scored, summary, metrics: dict, answers: str | Path,
     with atomic_path(table) as tmp:
         summary.to_csv(tmp, index=False)
     text = ("# Stage 1 on the test split\n\nGenerated vs reference answers: BERTScore F1 "
-            f"({metrics['bertscore_model']}, {metrics['bertscore_layers']} layers, no idf) and presence agreement "
+            f"({metrics['bertscore_model']}, layer {metrics['bertscore_layers']}, "
+            f"{'rescaled' if metrics.get('bertscore', {}).get('rescaled') else 'not rescaled'}, no idf) and presence agreement "
             "(the rules reader on both answers).\n\n" + markdown_table(summary))
     with atomic_path(md) as tmp:
         Path(tmp).write_text(text, encoding="utf-8")

@@ -66,7 +66,8 @@ def run_stage2(instructions: Mapping[str, str | Path], cohort: pd.DataFrame, sto
                "lora": None if stage1.get("full_finetune") else stage1.get("lora")}
     summary = train_stage2(instructions, cohort, store_path, head, pretrain, settings, train_settings, work,
                            stage1_dir=stage1_dir, decoder_path=decoder_path, vlm_options=options,
-                           restart=restart or bool(stage2.get("restart")), branch_lr=stage2["train"].get("branch_lr"))
+                           restart=restart or bool(stage2.get("restart")), branch_lr=stage2["train"].get("branch_lr"),
+                           max_new_tokens=int((stage2.get("predict") or {}).get("max_new_tokens", 48)))
     publish(work, out)
     (out / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
     shutil.rmtree(work / "checkpoints", ignore_errors=True)

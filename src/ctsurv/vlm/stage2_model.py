@@ -22,11 +22,11 @@ class CTSurvivalVLM(nn.Module):
         vlm: the vision-language model.
         branch: the survival branch on its pooled last hidden state.
         cuts: DeepHit's time cuts (None for DeepSurv).
-        pool: ``all`` (every non-padding token, the paper) or ``prompt`` (sentence, image and
-            question only).
+        pool: ``prompt`` (sentence, image and question only: the default) or ``all`` (every
+            non-padding token, the paper); how each is scored: :mod:`.stage2_predict`.
     """
 
-    def __init__(self, vlm: nn.Module, branch: SurvivalBranch, cuts: np.ndarray | None = None, pool: str = "all"):
+    def __init__(self, vlm: nn.Module, branch: SurvivalBranch, cuts: np.ndarray | None = None, pool: str = "prompt"):
         super().__init__()
         if pool not in POOLS:
             raise ValueError(f"pool must be one of {POOLS}, got {pool!r}")

@@ -31,17 +31,21 @@ from .stage2_data import SurvivalExamples, load_split_data, one_question_each, p
 from .stage2_io import save_stage2
 from .stage2_loss import Stage2Loss
 from .stage2_model import CTSurvivalVLM, trainable_summary
-from .stage2_predict import forward_examples
+from .stage2_predict import forward_examples, validation_cindex
 from .survival import RiskMemory, SurvivalBranch, SurvivalLossWeights
 
 log = logging.getLogger(__name__)
+
+#: how stage 2 picks its checkpoint: the validation c-index of the six-question ensemble (the
+#: validation loss breaking ties), or the validation loss alone
+SELECTIONS = ("cindex", "loss")
 
 
 @dataclass
 class Stage2Settings:
     """Config section ``stage2`` (besides the trainer's settings under ``stage2.train``)."""
 
-    pool: str = "all"
+    pool: str = "prompt"
     bottleneck: int = 64
     head_hidden: tuple = ()
     num_durations: int = 10
@@ -50,6 +54,11 @@ class Stage2Settings:
     loss: dict = field(default_factory=dict)
     risk_memory: int = 64
     standardize: bool = True
+    selection: str = "cindex"
+
+    def __post_init__(self):
+        if self.selection not in SELECTIONS:
+            raise ValueError(f"stage2.selection must be one of {SELECTIONS}, got {self.selection!r}")
 
     @classmethod
     def from_config(cls, section: Mapping) -> "Stage2Settings":
@@ -109,8 +118,13 @@ def fit_standardizer(model, data: SurvivalExamples, batch_size: int = 32, device
 def train_stage2(instructions: Mapping[str, str | Path], cohort: pd.DataFrame, store_path: str | Path, head: str,
                  pretrain: str, settings: Stage2Settings, train_settings, out_dir: str | Path, stage1_dir=None,
                  decoder_path=None, vlm_options: Mapping | None = None, restart: bool = False,
-                 branch_lr: float | None = None) -> dict:
-    """Train one stage-2 model; the best (validation loss) lands in ``out_dir/best``.
+                 branch_lr: float | None = None, max_new_tokens: int = 48) -> dict:
+    """Train one stage-2 model; the best lands in ``out_dir/best``.
+
+    The checkpoint is picked by the validation c-index of the six-question ensemble, scored
+    as the test patients will be (:func:`~.stage2_predict.validation_cindex`), the validation
+    loss (one question per patient) breaking ties; ``settings.selection: loss`` picks by the
+    loss alone.
 
     Before the first step of a fresh run (not on resume: the buffers are in the checkpoint) the
     branch's standardiser is fitted on one question per training patient
@@ -128,9 +142,11 @@ def train_stage2(instructions: Mapping[str, str | Path], cohort: pd.DataFrame, s
         branch_lr: learning rate of the survival branch (adaptor and head), None: the
             trainer's ``lr``.  The fresh head needs a larger one than the pre-trained decoder:
             at 2e-3, 40 demo steps moved its weights by less than their initial scale.
+        max_new_tokens: answer length when validation is scored on generated answers
+            (``pool: all``).
 
     Returns:
-        Summary: steps, best step and validation loss, trainable parameters, seconds.
+        Summary: steps, best step, its validation loss and c-index, trainable parameters, seconds.
     """
     from .trainer import train
 
@@ -148,6 +164,7 @@ def train_stage2(instructions: Mapping[str, str | Path], cohort: pd.DataFrame, s
         pos = {sid: i for i, sid in enumerate(ids)}
         model.vlm.fit_feature_norm([np.asarray(feats[[pos[s] for s in dict.fromkeys(tables["train"]["study_id"])]])])
     tok, cfg = model.vlm.tokenizer, model.vlm.config
+    val_questions = tables["val"]  # every question: the c-index of the ensemble
     tables["val"] = one_question_each(tables["val"])
     data = {s: SurvivalExamples(tables[s], followup, feats, ids, tok, cfg.prompt_format, cfg.max_length, cuts,
                                 where=str(instructions[s])) for s in ("train", "val")}
@@ -158,6 +175,11 @@ def train_stage2(instructions: Mapping[str, str | Path], cohort: pd.DataFrame, s
                   "decoder": str(decoder_path), "branch_lr": branch_lr,
                   "feature_norm": model.vlm.config.feature_norm}
     fitted: dict = {}
+
+    def val_cindex(wrapped, accelerator) -> float:
+        with accelerator.autocast():
+            return validation_cindex(wrapped, val_questions, followup, feats, ids, train_settings.batch_size,
+                                     max_new_tokens, accelerator.device)
 
     def on_start(wrapped, accelerator) -> None:
         if not settings.standardize:
@@ -171,9 +193,10 @@ def train_stage2(instructions: Mapping[str, str | Path], cohort: pd.DataFrame, s
     result = train(model, data["train"], data["val"] if len(data["val"]) else None, loss_fn, train_settings, out_dir,
                    lambda items: collate(items, pad), save_stage2, run_config=run_config, restart=restart,
                    batch_sampler=sampler, lr_groups=None if branch_lr is None else {"branch.": float(branch_lr)},
-                   on_start=on_start)
+                   on_start=on_start, score_fn=val_cindex if settings.selection == "cindex" else None,
+                   score_name="cindex")
     summary = {"head": head, "pretrain": pretrain, "steps": result.steps, "best_step": result.best_step,
-               "best_val_loss": result.best_val_loss, "trainable": trainable_summary(model),
+               "best_val_loss": result.best_val_loss, "best_val_cindex": result.best_score, "trainable": trainable_summary(model),
                "train_examples": len(data["train"]), "val_examples": len(data["val"]),
                "risk_memory": settings.risk_memory, "branch_lr": branch_lr, "standardizer": fitted or None,
                "seconds": round(_time.perf_counter() - started, 2)}

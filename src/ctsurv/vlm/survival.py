@@ -8,8 +8,20 @@ bin logits (DeepHit).  The loss reuses :mod:`ctsurv.survival`:
 .. math:: L_{surv\,branch} = \alpha L_{surv} + \lambda_d L_{dispersion} + \lambda_a L_{alignment}
 
 with the Cox partial likelihood (DeepSurv) or DeepHit's loss, the continuous dispersion on
-event times (DeepSurv) or the discrete one on time bins (DeepHit), and the alignment
-:math:`\lVert z_{surv} - z \rVert^2 / H`; stage 2 adds the language-model loss.
+event times (DeepSurv) or the discrete one on time bins (DeepHit), and the alignment as the
+paper writes it, an L2 norm over all patients, :math:`\frac{1}{n}\sum_i \lVert z_{surv,i} -
+z_i \rVert_2 / \sqrt{H}` (``alignment_form: l2``; ``squared`` is the former
+:math:`\lVert z_{surv} - z \rVert^2 / H` over uncensored patients); stage 2 adds the
+language-model loss.  All weights are the paper's by default (alpha 0.5, the regularisers 1).
+
+The risk memory's gradient scale (DeepSurv, :class:`RiskMemory`): the Cox term sums over the
+events of the batch *and* of the memory (the memory's risks are detached, so its events only
+act through the batch patients in their risk sets) and is divided by the batch's events
+:math:`D_b`, not by :math:`D_b + D_m`.  Divided by all events, as :func:`~ctsurv.survival.losses.cox_nll`
+does, a memory of 64 patients would shrink the batch's gradient by about
+:math:`D_b / (D_b + D_m)` (a third with a batch of 32) against the same batch without memory;
+divided by :math:`D_b` the gradient has the scale of the batch-only loss, and equals it when the
+memory is empty.
 
 Why the branch standardises z and starts its head at zero (issue 11, measured on demo_pe):
 the pooled states of different patients differ very little (norm ~3.7, per-dimension spread
@@ -45,11 +57,12 @@ from torch import nn
 
 from ..survival.heads import ResidualAdaptor, deephit_head, deepsurv_head
 from ..survival.losses import cox_nll, deephit_loss
-from ..survival.regularizers import alignment, dispersion_continuous, dispersion_discrete
+from ..survival.regularizers import alignment, alignment_l2, dispersion_continuous, dispersion_discrete
 
 log = logging.getLogger(__name__)
 
 HEADS = ("deepsurv", "deephit")
+ALIGNMENT_FORMS = ("l2", "squared")
 
 
 def pool_hidden(last_hidden_state: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -155,8 +168,10 @@ class SurvivalLossWeights:
     """Weights of the survival-branch terms (config ``stage2.loss``).
 
     alpha: weight of the survival loss (the paper: 0.5); dispersion, alignment: weights of the
-    regularisers; tau: temperature of the discrete dispersion; deephit_alpha, sigma: DeepHit's
-    own nll/ranking mix and ranking temperature (pycox's defaults).
+    regularisers (the paper: 1); tau: temperature of the discrete dispersion; deephit_alpha,
+    sigma: DeepHit's own nll/ranking mix and ranking temperature (pycox's defaults);
+    alignment_form: ``l2`` (the paper: mean L2 norm over all patients) or ``squared`` (mean
+    squared distance over uncensored patients).
     """
 
     alpha: float = 0.5
@@ -165,10 +180,16 @@ class SurvivalLossWeights:
     tau: float = 0.5
     deephit_alpha: float = 0.2
     sigma: float = 0.1
+    alignment_form: str = "l2"
+
+    def __post_init__(self):
+        if self.alignment_form not in ALIGNMENT_FORMS:
+            raise ValueError(f"stage2.loss.alignment_form must be one of {ALIGNMENT_FORMS}, got {self.alignment_form!r}")
 
     @classmethod
     def from_config(cls, loss: dict) -> "SurvivalLossWeights":
-        return cls(**{k: float(v) for k, v in loss.items() if k in cls.__dataclass_fields__})
+        return cls(**{k: (str(v) if k == "alignment_form" else float(v)) for k, v in loss.items()
+                      if k in cls.__dataclass_fields__})
 
 
 def survival_branch_loss(head: str, z: torch.Tensor, z_surv: torch.Tensor, out: torch.Tensor, time: torch.Tensor,
@@ -183,12 +204,14 @@ def survival_branch_loss(head: str, z: torch.Tensor, z_surv: torch.Tensor, out: 
         time, event: follow-up (B,); idx: DeepHit bin per row (B,) (DeepHit only).
         weights: term weights.
         memory: optional ``(log_risk, time, event)`` of recent patients, detached (DeepSurv):
-            they join the Cox risk sets of this batch (see :class:`RiskMemory`).
+            they join the Cox risk sets of this batch and their events its sum, which is
+            divided by the batch's events only (the gradient scale, module docstring).
 
     Returns:
         dict with ``surv``, ``dispersion``, ``alignment`` (unweighted) and ``total``
         (``alpha*surv + dispersion_w*dispersion + alignment_w*alignment``).  The continuous
-        dispersion and the alignment are divided by H (per-dimension means, module docstring).
+        dispersion and the squared alignment are divided by H, the L2 alignment by sqrt(H)
+        (per-dimension scales, module docstring).
     """
     hidden = z_surv.shape[-1]
     w = weights or SurvivalLossWeights()
@@ -196,8 +219,12 @@ def survival_branch_loss(head: str, z: torch.Tensor, z_surv: torch.Tensor, out: 
         log_hz = out.reshape(-1)
         if memory is not None and len(memory[0]):
             m_risk, m_time, m_event = memory
-            surv = cox_nll(torch.cat([log_hz, m_risk.to(log_hz)]), torch.cat([event.reshape(-1), m_event.to(event.dtype)]),
+            all_event = torch.cat([event.reshape(-1), m_event.to(event.dtype)])
+            surv = cox_nll(torch.cat([log_hz, m_risk.to(log_hz)]), all_event,
                            torch.cat([time.reshape(-1), m_time.to(time.dtype)]))
+            # cox_nll divides by all events; the batch's own set the scale (module docstring)
+            batch_events = max(float(event.reshape(-1).to(torch.bool).sum()), 1.0)
+            surv = surv * (float(all_event.to(torch.bool).sum()) / batch_events)
         else:
             surv = cox_nll(log_hz, event, time)
         disp = dispersion_continuous(z_surv, time, event) / hidden
@@ -208,7 +235,10 @@ def survival_branch_loss(head: str, z: torch.Tensor, z_surv: torch.Tensor, out: 
         disp = dispersion_discrete(z_surv, idx, event, tau=w.tau)
     else:
         raise ValueError(f"head must be one of {HEADS}, got {head!r}")
-    align = alignment(z_surv, z, event) / hidden
+    if w.alignment_form == "l2":
+        align = alignment_l2(z_surv, z) / hidden ** 0.5
+    else:
+        align = alignment(z_surv, z, event) / hidden
     total = w.alpha * surv + w.dispersion * disp + w.alignment * align
     return {"surv": surv, "dispersion": disp, "alignment": align, "total": total}
 

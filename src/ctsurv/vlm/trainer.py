@@ -20,7 +20,8 @@
 - Outputs in ``out_dir``: ``metrics.csv`` (step, epoch, loss, each part, lr, grad_norm,
   tokens_per_s, val_loss and val parts at evaluations), ``tensorboard/`` event files,
   ``checkpoints/`` (see :mod:`ctsurv.vlm.checkpoint`) and ``best/`` (``save_fn``'s folder
-  for the lowest validation loss; the last model when there is no validation data).
+  for the lowest validation loss, or, with ``score_fn``, the highest validation score with the
+  validation loss breaking ties; the last model when there is no validation data).
 - Sharded weights (FSDP, DeepSpeed ZeRO-3): ``best/`` is written from the full state dict,
   gathered from every process onto the main one, which alone writes; ``save_fn`` must then
   take it as ``save_fn(model, folder, state_dict=...)`` (:func:`ctsurv.vlm.save` does), which
@@ -141,6 +142,7 @@ class TrainResult:
     best_val_loss: float | None
     steps: int
     stopped_early: bool
+    best_score: float | None = None
 
 
 def random_batches(n: int, batch_size: int, seed: int, multiple_of: int = 1) -> BatchSampler:
@@ -175,6 +177,8 @@ def train(
     batch_sampler: BatchSampler | None = None,
     lr_groups: Mapping[str, float] | None = None,
     on_start: Callable[[torch.nn.Module, Any], None] | None = None,
+    score_fn: Callable[[torch.nn.Module, Any], float] | None = None,
+    score_name: str = "score",
 ) -> TrainResult:
     """Train the parameters of ``model`` that require gradients; see the module docstring.
 
@@ -196,6 +200,11 @@ def train(
         on_start: ``on_start(prepared_model, accelerator)`` runs once before the first step of
             a fresh run (not on resume: what it sets must live in the model's state dict,
             which the checkpoint restores), e.g. stage 2's standardiser fit.
+        score_fn: ``score_fn(prepared_model, accelerator) -> float``, higher is better (stage 2:
+            the validation c-index), run at each evaluation after the validation loss and
+            logged as ``val_<score_name>``.  With it ``best/`` is the model of the highest
+            score, the validation loss breaking ties (a NaN score ranks last); ``patience``
+            counts evaluations without a better one.  Every process must return the same value.
     """
     out_dir = Path(out_dir)
     if len(train_data) == 0:
@@ -249,7 +258,8 @@ def train(
     scheduler = cosine_with_warmup(optimizer, settings.warmup_steps, total)
     model, optimizer = accelerator.prepare(model, optimizer)
 
-    state = {"step": 0, "best_val_loss": None, "best_step": None, "bad_evals": 0, "finished": False, "stopped_early": False}
+    state = {"step": 0, "best_val_loss": None, "best_score": None, "best_step": None, "bad_evals": 0, "finished": False,
+             "stopped_early": False}
     if latest is not None:
         state.update(load_checkpoint(latest, accelerator, model, optimizer, scheduler)["train"])
         log.info("resuming from %s (step %d of %d)", latest.name, state["step"], total)
@@ -307,8 +317,13 @@ def train(
             if val_data and (step % settings.eval_every == 0 or step == total):
                 val = evaluate(model, val_data, loss_fn, collate_fn, settings.batch_size, accelerator)
                 row.update({f"val_{k}": v for k, v in val.items()})
-                if state["best_val_loss"] is None or val["loss"] < state["best_val_loss"]:
-                    state.update(best_val_loss=val["loss"], best_step=step, bad_evals=0)
+                score = None
+                if score_fn is not None:
+                    score = float(score_fn(model, accelerator))
+                    model.train()
+                    row[f"val_{score_name}"] = score
+                if is_better(val["loss"], score, state["best_val_loss"], state.get("best_score"), state["best_step"]):
+                    state.update(best_val_loss=val["loss"], best_score=score, best_step=step, bad_evals=0)
                     _save_best(accelerator, model, save_fn, best_dir)
                 else:
                     state["bad_evals"] += 1
@@ -322,7 +337,7 @@ def train(
                     state.update(best_step=step)
                     _save_best(accelerator, model, save_fn, best_dir)
             if main:
-                metrics.write(row, val_parts=bool(val_data))
+                metrics.write(row, val_parts=bool(val_data), extra=[f"val_{score_name}"] if score_fn and val_data else ())
                 for name, value in row.items():
                     if name not in ("step", "epoch"):
                         group = "val" if name.startswith("val_") else "train"
@@ -340,7 +355,22 @@ def train(
             writer.close()
         if metrics is not None:
             metrics.close()
-    return TrainResult(best_dir, state["best_step"], state["best_val_loss"], state["step"], state["stopped_early"])
+    return TrainResult(best_dir, state["best_step"], state["best_val_loss"], state["step"], state["stopped_early"],
+                       state.get("best_score"))
+
+
+def is_better(loss: float, score: float | None, best_loss: float | None, best_score: float | None,
+              best_step: int | None) -> bool:
+    """Whether an evaluation beats the best so far: by ``score`` (higher; NaN or None ranks
+    last) when one is given, the validation loss (lower) breaking ties; by the loss alone
+    without a score."""
+    if best_step is None:
+        return True
+    if score is None:
+        return best_loss is None or loss < best_loss
+    rank = -math.inf if math.isnan(score) else score
+    best = -math.inf if best_score is None or math.isnan(best_score) else best_score
+    return rank > best or (rank == best and (best_loss is None or loss < best_loss))
 
 
 def param_groups(model: torch.nn.Module, lr: float, lr_groups: Mapping[str, float] | None = None) -> list[dict]:
@@ -440,12 +470,13 @@ class MetricsLog:
             path.parent.mkdir(parents=True, exist_ok=True)
             self.fh = open(path, "w", newline="", encoding="utf-8")
 
-    def write(self, row: dict, val_parts: bool) -> None:
+    def write(self, row: dict, val_parts: bool, extra: Sequence[str] = ()) -> None:
         if self.columns is None:
             losses = [k for k in row if k not in ("step", "epoch", "lr", "grad_norm", "tokens_per_s")]
             self.columns = list(row)
             if val_parts:
                 self.columns += [f"val_{k}" for k in losses]
+            self.columns += [c for c in extra if c not in self.columns]
             csv.DictWriter(self.fh, self.columns).writeheader()
         csv.DictWriter(self.fh, self.columns, extrasaction="ignore").writerow(row)
         self.fh.flush()
