@@ -205,3 +205,29 @@ def test_evaluation_refuses_non_finite_predictions(tiny_run, tmp_path):
     surv.to_parquet(pred_path.parent / "survival.parquet")
     with pytest.raises(DataError, match=r"survival.parquet: non-finite survival probabilities for 1 patients \(study 's003'\)"):
         evaluate_baseline(pred_path.parent, "t", n_boot=10)
+
+
+def test_bertscore_model_from_config_with_layers_and_baseline_rescaling(tmp_path):
+    """The scoring model, its layer and bert-score's baseline rescaling come from vlm.evaluate;
+    the result names what scored."""
+    from ctsurv.errors import ConfigError
+    from ctsurv.report.bertscore import BertScoreModel, bertscore_f1
+
+    cands, refs = ["no pleural effusion", "tumor in the left lung"], ["no pleural effusion", "bone lesion in the spine"]
+    plain = BertScoreModel.from_config({"bertscore_model": "minilm", "bertscore_layers": 6})
+    assert plain == BertScoreModel() and plain.describe()["rescaled"] is False
+    f6 = bertscore_f1(cands, refs, plain)
+    f3 = bertscore_f1(cands, refs, BertScoreModel(layers=3))
+    assert f6[0] == pytest.approx(1.0, abs=1e-4) and abs(f3[1] - f6[1]) > 1e-3  # another layer, another score
+    with pytest.raises(ConfigError, match="ships no baseline for a model named 'all-MiniLM-L6-v2'"):
+        bertscore_f1(cands, refs, BertScoreModel(rescale=True))
+    # bert-score's baseline format: a header, then per layer the P, R, F baselines
+    baseline = tmp_path / "minilm.tsv"
+    baseline.write_text("LAYER,P,R,F\n" + "".join(f"{k},0.5,0.5,{0.1 * k}\n" for k in range(7)), encoding="utf-8")
+    scorer = BertScoreModel.from_config({"bertscore_model": "minilm", "bertscore_layers": 6, "bertscore_rescale": True,
+                                         "bertscore_baseline": str(baseline)})
+    rescaled = bertscore_f1(cands, refs, scorer)
+    assert rescaled == pytest.approx((f6 - 0.6) / (1 - 0.6), abs=1e-5)
+    assert scorer.describe() == {"model": "all-MiniLM-L6-v2", "layer": 6, "rescaled": True, "baseline": str(baseline)}
+    res = answer_bertscore(pd.DataFrame({"question_id": ["q1", "q2"], "generated": cands, "reference": refs}), scorer=scorer)
+    assert res["model"]["rescaled"] and res["f1"] == pytest.approx(rescaled.mean())
