@@ -1,27 +1,62 @@
 # Imaging: CT preprocessing (Merlin's chain), QC, and the image / clinical-text feature caches.
 
 
-# Merlin's preprocessing of every study into the per-study cache results/{dataset}/ct/volumes/
-# (read with ctsurv.imaging.cache.load_preprocessed).  The QC table is the rule's sentinel:
-# the cache itself persists across runs and skips studies whose source and settings are
-# unchanged, so a re-run only does new or changed images.
+# `imaging.shards: N` splits preprocess_ct and encode_images into N jobs each (by a hash of the
+# study id, so a study keeps its shard when studies are added; under SLURM each shard is its own
+# job); merge_qc and merge_image_features join them into the files one job would have written,
+# byte for byte (ctsurv.imaging.sharded).
+IMAGING_SHARDS = config["imaging"]["shards"]
+
+
+# Merlin's preprocessing of one shard's studies into the per-study cache
+# results/{dataset}/ct/volumes/ (read with ctsurv.imaging.cache.load_preprocessed).  The shard's
+# QC rows are the job's output: the cache itself persists across runs and skips studies whose
+# source and settings are unchanged, so a re-run (or a killed job's next run) only does new or
+# changed images.
 rule preprocess_ct:
     input:
         cohort="results/{dataset}/cohort.parquet",
+    output:
+        qc=f"results/{{dataset}}/ct/shards/{{shard}}-of-{IMAGING_SHARDS}.parquet",
+    wildcard_constraints:
+        shard=r"\d+",
+    params:
+        imaging=config["imaging"],
+        n_shards=IMAGING_SHARDS,
+    threads: config["imaging"]["workers"]
+    log:
+        "results/logs/preprocess_ct/{dataset}.{shard}.log",
+    benchmark:
+        "results/benchmarks/preprocess_ct/{dataset}.{shard}.tsv"
+    conda:
+        "../envs/main.yaml"
+    script:
+        "../workflow/scripts/preprocess_ct.py"
+
+
+# The shards' QC rows in cohort order (the QC table every later step reads) and the montage.
+rule merge_qc:
+    input:
+        cohort="results/{dataset}/cohort.parquet",
+        shards=lambda wildcards: expand(
+            "results/{dataset}/ct/shards/{shard}-of-{n}.parquet",
+            dataset=wildcards.dataset,
+            shard=range(IMAGING_SHARDS),
+            n=IMAGING_SHARDS,
+        ),
     output:
         qc="results/{dataset}/ct/qc.parquet",
         montage="results/{dataset}/ct/qc_montage.png",
     params:
         imaging=config["imaging"],
-    threads: config["imaging"]["workers"]
     log:
-        "results/logs/preprocess_ct/{dataset}.log",
+        "results/logs/merge_qc/{dataset}.log",
     benchmark:
-        "results/benchmarks/preprocess_ct/{dataset}.tsv"
+        "results/benchmarks/merge_qc/{dataset}.tsv"
     conda:
         "../envs/main.yaml"
     script:
-        "../workflow/scripts/preprocess_ct.py"
+        "../workflow/scripts/merge_qc.py"
 
 
 STAGE_TARGETS.append(lambda: expand("results/{dataset}/ct/qc.parquet", dataset=DATASETS))
@@ -63,30 +98,55 @@ rule pretrain_encoder:
 # ----- image and clinical-text features (encode_images, encode_clinical_text) -----
 
 
-# Every study that passed QC goes through the image encoder (Merlin's I3ResNet; with no
-# checkpoint, the seeded random demo variant) into the feature store beside index.parquet:
-# pooled (N, C) and tokens (N, T, C), float16.  A killed job resumes from
-# results/{dataset}/features/.image.partial/.
+# Every study of one shard that passed QC goes through the image encoder (Merlin's I3ResNet;
+# with no checkpoint, the seeded random demo variant) into the shard's feature store; a killed
+# job resumes from results/{dataset}/features/.{shard}-of-{n}.partial/ beside it.
 rule encode_images:
     input:
         qc="results/{dataset}/ct/qc.parquet",
         checkpoint=encoder_checkpoint_input,
     output:
-        index="results/{dataset}/features/image/index.parquet",
+        index=f"results/{{dataset}}/features/image_shards/{{shard}}-of-{IMAGING_SHARDS}/index.parquet",
+    wildcard_constraints:
+        shard=r"\d+",
     params:
         encoder=encoder_settings(),
         lock_dir=config["gpu"]["lock_dir"],
+        n_shards=IMAGING_SHARDS,
     threads: 4
     resources:
         **step_resources(1, cpus_per_task=16),
     log:
-        "results/logs/encode_images/{dataset}.log",
+        "results/logs/encode_images/{dataset}.{shard}.log",
     benchmark:
-        "results/benchmarks/encode_images/{dataset}.tsv"
+        "results/benchmarks/encode_images/{dataset}.{shard}.tsv"
     conda:
         "../envs/main.yaml"
     script:
         "../workflow/scripts/encode_images.py"
+
+
+# The shards' stores as one feature store beside index.parquet, in the QC table's order:
+# pooled (N, C) and tokens (N, T, C), float16, and encoder.json.
+rule merge_image_features:
+    input:
+        qc="results/{dataset}/ct/qc.parquet",
+        shards=lambda wildcards: expand(
+            "results/{dataset}/features/image_shards/{shard}-of-{n}/index.parquet",
+            dataset=wildcards.dataset,
+            shard=range(IMAGING_SHARDS),
+            n=IMAGING_SHARDS,
+        ),
+    output:
+        index="results/{dataset}/features/image/index.parquet",
+    log:
+        "results/logs/merge_image_features/{dataset}.log",
+    benchmark:
+        "results/benchmarks/merge_image_features/{dataset}.tsv"
+    conda:
+        "../envs/main.yaml"
+    script:
+        "../workflow/scripts/merge_image_features.py"
 
 
 # The clinical sentence of every study (the dataset's template) through the text encoder,

@@ -1,21 +1,22 @@
-"""Rule preprocess_ct: Merlin's chain on every study into the cache, QC table and montage."""
+"""Rule preprocess_ct: Merlin's chain on one shard's studies into the cache; the shard's QC rows."""
 
 from pathlib import Path
 
 import pandas as pd
 
-from ctsurv.imaging.cohort_cache import preprocess_cohort
-from ctsurv.imaging.qc import qc_montage, sample_studies, write_qc_table
+from ctsurv.imaging.qc import write_qc_table
+from ctsurv.imaging.sharded import preprocess_shard
 from ctsurv.scripting import run_step
 
 
 def main(smk):
     opts = smk.params.imaging
-    cache_dir = Path(smk.output.qc).parent
+    cache_dir = Path(smk.output.qc).parent.parent  # results/{dataset}/ct
     cohort = pd.read_parquet(smk.input.cohort)
-    qc = preprocess_cohort(
+    qc = preprocess_shard(
         cohort,
         cache_dir,
+        (int(smk.wildcards.shard), smk.params.n_shards),
         spacing=opts["spacing"],
         size=opts["size"],
         workers=smk.threads,
@@ -24,8 +25,6 @@ def main(smk):
         precision=opts["cache_precision"],
     )
     write_qc_table(qc, smk.output.qc)
-    usable = qc.loc[qc["status"] != "bad", "study_id"].tolist()
-    qc_montage(cache_dir, sample_studies(usable, opts["qc_sample"]), smk.output.montage, spacing=opts["spacing"])
 
 
 run_step(snakemake, main)  # noqa: F821

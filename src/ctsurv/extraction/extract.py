@@ -9,7 +9,6 @@ study keeps its shard when reports are added.  Studies without report text are l
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from pathlib import Path
 from typing import Sequence
@@ -19,6 +18,7 @@ import pandas as pd
 from ..atomic import atomic_path
 from ..data.tables import load_table
 from ..errors import CtsurvError, DataError
+from ..shards import shard_of
 from .base import STATUSES, Answer, Backend, Question
 from .cache import AnswerCache, cache_key, model_id
 from .prompt import prompt_hash
@@ -26,11 +26,6 @@ from .prompt import prompt_hash
 log = logging.getLogger(__name__)
 
 ANSWER_COLUMNS = ["study_id", "question_id", "answer", "status", "error", "extractor", "prompt_hash"]
-
-
-def shard_of(study_id: str, n: int) -> int:
-    """The shard (0..n-1) a study belongs to; stable across runs and machines."""
-    return int(hashlib.sha256(str(study_id).encode("utf-8")).hexdigest()[:12], 16) % n
 
 
 def _check_table(df: pd.DataFrame, id_column: str, text_column: str, source: str) -> None:

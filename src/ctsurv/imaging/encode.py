@@ -50,11 +50,11 @@ from ..atomic import atomic_write
 from ..errors import DataError
 from ..features import FeatureStore, write_features
 from .merlin import I3ResNet, token_mode
+from .stamps import FINGERPRINT_FILE, cache_stamp, usable_study_ids, volumes_fingerprint  # noqa: F401 (names of this module)
 
 log = logging.getLogger(__name__)
 
 PRECISIONS = ("auto", "fp32", "bf16")
-FINGERPRINT_FILE = "encoder.json"
 
 
 class VolumeDataset(Dataset):
@@ -170,11 +170,6 @@ def encoder_fingerprint(model: I3ResNet, tokens: int, precision: str = "fp32") -
 
 def _partial_dir(out_dir: Path) -> Path:
     return out_dir.parent / f".{out_dir.name}.partial"
-
-
-def volumes_fingerprint(study_ids: list[str], stamps: dict[str, str]) -> str:
-    """One hash of the studies' volume stamps, in store order."""
-    return hashlib.sha256(json.dumps([[s, stamps[s]] for s in study_ids]).encode()).hexdigest()
 
 
 def _is_up_to_date(out_dir: Path, study_ids: list[str], fingerprint: str, volumes: str) -> bool:
@@ -296,7 +291,7 @@ def encode_cohort(
 
         loader = _CacheLoader(Path(cache_dir), cache.load_preprocessed)
         if stamp is None:
-            stamp = functools.partial(_cache_stamp, Path(cache_dir))
+            stamp = functools.partial(cache_stamp, Path(cache_dir))
     stamps = {s: (stamp(s) if stamp is not None else "") for s in study_ids}
 
     device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -326,18 +321,6 @@ def encode_cohort(
     shutil.rmtree(partial, ignore_errors=True)
     log.info("wrote %s: pooled %s, tokens %s", out_dir, shapes["pooled"], shapes["tokens"])
     return out_dir
-
-
-def _cache_stamp(cache_dir: Path, study_id: str) -> str:
-    from .cache import entry_stamp
-
-    value = entry_stamp(cache_dir, study_id)
-    if value is None:
-        raise DataError(
-            f"{cache_dir}: study '{study_id}' is not in the preprocessed cache; "
-            "run rule preprocess_ct (or it was left out as a bad image: see qc.parquet)"
-        )
-    return value
 
 
 class _CacheLoader:
@@ -374,10 +357,18 @@ def _encode_into_shards(todo, loader, partial, model, mode, batch_size, device, 
     with torch.inference_mode():
         for step, (ids, batch) in enumerate(tqdm(batches, desc="encode images", unit="batch")):
             batch = batch.to(device, non_blocking=on_gpu)
+            n = batch.shape[0]
+            if n < batch_size:
+                # Every forward pass sees a full batch (the last volume repeated): oneDNN picks
+                # kernels by batch size, so a study's features would otherwise depend on how
+                # many studies share its batch, and a sharded or resumed run would differ from
+                # the single run in the last bits.  At full batches they do not (measured).
+                batch = torch.cat([batch, batch[-1:].expand(batch_size - n, *batch.shape[1:])])
             if step == 0:
                 _choose_memory_format(model, batch, dtype, channels_last, on_gpu)
             with autocast_context(device, dtype):
                 pooled, toks = model.encode(batch, mode)
+            pooled, toks = pooled[:n], toks[:n]
             # One shard per batch: a killed job loses at most one batch.
             arrays = {"study_ids": np.array(ids, dtype=str),
                       "stamps": np.array([stamps[s] for s in ids], dtype=str),
@@ -404,27 +395,29 @@ def _choose_memory_format(model, batch, dtype, channels_last, on_gpu) -> None:
     log.info("channels-last memory format: %s", "on" if use else "off")
 
 
-def usable_study_ids(qc_table: str | Path) -> list[str]:
-    """Studies the preprocessing kept: rows of the QC table whose status is not ``bad``."""
-    import pandas as pd
-
-    qc = pd.read_parquet(qc_table, columns=["study_id", "status"])
-    return qc.loc[qc["status"] != "bad", "study_id"].astype(str).tolist()
-
-
-def encode_dataset(qc_table: str | Path, out_dir: str | Path, encoder: dict, lock_dir: str | None = None) -> Path:
-    """Encode every usable study of a preprocessed cache, on a GPU slot when there is one.
+def encode_dataset(qc_table: str | Path, out_dir: str | Path, encoder: dict, lock_dir: str | None = None,
+                   shard: tuple[int, int] = (0, 1)) -> Path:
+    """Encode every usable study of a preprocessed cache (or of one shard), on a GPU slot when there is one.
 
     Args:
         qc_table: ``results/{dataset}/ct/qc.parquet``; the cache is its folder.
-        out_dir: the store, ``results/{dataset}/features/image``.
+        out_dir: the store, ``results/{dataset}/features/image`` (a shard's:
+            ``results/{dataset}/features/image_shards/{i}-of-{n}``).
         encoder: the config section ``imaging.encoder``.
         lock_dir: GPU lock folder (config ``gpu.lock_dir``).
+        shard: ``(i, n)``: encode the studies of shard ``i`` of ``n`` only
+            (:func:`ctsurv.shards.shard_of`; joined by :func:`ctsurv.imaging.sharded.merge_feature_shards`).
     """
     from ..gpu import gpu_slots
+    from ..shards import shard_members
     from .merlin import build_encoder
 
-    ids = usable_study_ids(qc_table)
+    ids = shard_members(usable_study_ids(qc_table), *shard)
+    if not ids and shard[1] > 1:
+        from .sharded import write_empty_store
+
+        log.info("shard %d of %d holds no usable study", *shard)
+        return write_empty_store(out_dir)
     model = build_encoder(encoder["checkpoint"], encoder["layers"], encoder["width"], encoder["seed"])
     with gpu_slots(1, lock_dir=lock_dir, allow_cpu=True) as devices:
         # CUDA_VISIBLE_DEVICES now names our slot only, so "cuda" is that device.
