@@ -90,3 +90,97 @@ def test_cohort_reports_reads_train_and_val_only(tmp_path):
     assert cohort_reports([tmp_path / "cohort.parquet"]) == (["r1", "r2"], ["r3"])
     with pytest.raises(DataError, match="needs training reports"):
         build_demo_decoder(["only one"], tmp_path / "x")
+
+
+# --------------------------------------------------------------------------- pre-training (demo-radllama's recipe)
+
+
+def test_report_corpus_is_seeded_one_report_per_patient_and_mixes_kinds():
+    from ctsurv.demo.corpus import kind_counts, report_corpus
+
+    assert kind_counts(10, {"pretrain": 0.6, "lung": 0.2, "pe": 0.2}) == {"pretrain": 6, "lung": 2, "pe": 2}
+    assert kind_counts(7, {"pretrain": 1.0, "lung": 0.0}) == {"pretrain": 7}
+    a = report_corpus(40, seed=11)
+    assert len(a) == 40 and a == report_corpus(40, seed=11)
+    assert a != report_corpus(40, seed=12)
+    assert sum("pulmonary angiography" in r.lower() or "ctpa" in r.lower() for r in a[-8:]) >= 1  # pe kind last
+    with pytest.raises(Exception, match="shares must be"):
+        kind_counts(5, {"brain": 1.0})
+
+
+def _tiny_settings(**kw) -> DemoDecoderSettings:
+    values = dict(vocab_size=300, hidden_size=16, layers=1, heads=2, intermediate_size=32, max_positions=128,
+                  steps=12, batch_size=4, block_size=32, lr=1e-2, checkpoint_every=5, curve_points=4)
+    values.update(kw)
+    return DemoDecoderSettings(**values)
+
+
+def test_interrupted_pretraining_resumes_to_the_same_weights(tmp_path, monkeypatch):
+    from safetensors.torch import load_file
+
+    reports, val = _reports(40, 0), _reports(8, 1)
+    whole = build_demo_decoder(reports, tmp_path / "whole", _tiny_settings(), val_reports=val, work=tmp_path / "w1")
+    assert not (tmp_path / "w1").exists()  # the working folder goes once the model is written
+
+    calls = {"n": 0}
+    real_clip = torch.nn.utils.clip_grad_norm_
+
+    def dying_clip(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 8:
+            raise KeyboardInterrupt("killed")
+        return real_clip(*args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", dying_clip)
+    with pytest.raises(KeyboardInterrupt):
+        build_demo_decoder(reports, tmp_path / "resumed", _tiny_settings(), val_reports=val, work=tmp_path / "w2")
+    assert (tmp_path / "w2" / "state.pt").is_file() and not (tmp_path / "resumed").exists()
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", real_clip)
+    again = build_demo_decoder(reports, tmp_path / "resumed", _tiny_settings(), val_reports=val, work=tmp_path / "w2")
+    assert again["resumed_at_step"] == 5 and whole["resumed_at_step"] == 0
+    a, b = load_file(str(tmp_path / "whole" / "model.safetensors")), load_file(str(tmp_path / "resumed" / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert [c["step"] for c in again["curve"]] == [3, 6, 9, 12] and again["curve"] == whole["curve"]
+    # another recipe does not silently continue someone else's checkpoint
+    with pytest.raises(KeyboardInterrupt):
+        monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", dying_clip)
+        calls["n"] = 0
+        build_demo_decoder(reports, tmp_path / "x", _tiny_settings(), val_reports=val, work=tmp_path / "w3")
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", real_clip)
+    with pytest.raises(DataError, match="belongs to another run"):
+        build_demo_decoder(reports, tmp_path / "x", _tiny_settings(lr=5e-3), val_reports=val, work=tmp_path / "w3")
+
+
+def test_fp16_weights_are_saved_half_and_scored(tmp_path):
+    from safetensors.torch import load_file
+
+    summary = build_demo_decoder(_reports(40, 0), tmp_path / "m", _tiny_settings(save_dtype="float16"),
+                                 val_reports=_reports(8, 1))
+    weights = load_file(str(tmp_path / "m" / "model.safetensors"))
+    assert {w.dtype for w in weights.values()} == {torch.float16}
+    assert summary["val_loss_saved"] == pytest.approx(summary["val_loss_after"], abs=0.02)
+    with pytest.raises(DataError, match="save_dtype"):
+        build_demo_decoder(_reports(40, 0), tmp_path / "n", _tiny_settings(save_dtype="int8"))
+
+
+def test_cli_recipe_at_tiny_scale_writes_a_card_and_loads(tmp_path, capsys):
+    from ctsurv.cli import main
+    from ctsurv.vlm import build
+    from ctsurv.vlm.demo_decoder import file_sha256
+
+    out = tmp_path / "radllama"
+    args = ["pretrain-decoder", "--out", str(out), "--reports", "120", "--heldout-reports", "20", "--vocab-size", "300",
+            "--hidden-size", "16", "--layers", "1", "--heads", "2", "--intermediate-size", "32", "--max-positions", "256",
+            "--steps", "6", "--batch-size", "4", "--block-size", "32", "--seed", "99"]
+    assert main(args) == 0, capsys.readouterr().err
+    card = json.loads((out / "card.json").read_text(encoding="utf-8"))
+    assert card["corpus_seed"] == 99 and card["heldout"]["seed"] == 1099 and card["corpus"]["reports"] == 120
+    assert card["summary"]["settings"]["save_dtype"] == "float16" and card["machine"]["cpu_model"]
+    assert set(card["sha256"]) >= {"model.safetensors", "config.json", "tokenizer.json"}
+    assert all(file_sha256(out / name) == digest for name, digest in card["sha256"].items())
+    assert "Held-out language-model loss" in (out / "CARD.md").read_text(encoding="utf-8")
+    model = build(out, feature_dim=8, tokens=9, lora=None)  # strict load through the project's path
+    assert model.decoder.config.hidden_size == 16
+    # the demo's own seed is refused: its patients would be in the corpus
+    assert main(args[:-2] + ["--seed", "7", "--out", str(tmp_path / "other")]) == 1
+    assert "demo's seed" in capsys.readouterr().err

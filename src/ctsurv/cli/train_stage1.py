@@ -22,7 +22,8 @@ def register(subparsers) -> None:
     parser.add_argument("--data", nargs=2, action="append", required=True, type=Path,
                         metavar=("INSTRUCTIONS_DIR", "FEATURE_STORE"),
                         help="a folder with train.json and val.json, and its image feature store; repeatable")
-    parser.add_argument("--decoder", type=Path, required=True, help="local Hugging Face causal LM folder")
+    parser.add_argument("--decoder", type=Path, required=True,
+                        help="local Hugging Face causal LM folder, or packaged:NAME (e.g. packaged:demo-radllama)")
     parser.add_argument("--out", type=Path, required=True, help="model folder to write (training state in OUT.train/)")
     parser.add_argument("--config", type=Path, help="ctsurv config file whose 'vlm' section is used (default: config/config.yaml here, else the demo's)")
     parser.add_argument("--vlm-json", type=Path, help=argparse.SUPPRESS)  # the vlm section, from the workflow
@@ -35,8 +36,10 @@ def register(subparsers) -> None:
 def run(args) -> int:
     from ..config import load_yaml, validate_config
     from ..vlm.stage1 import Stage1Data, train_stage1, training_dir
+    from ..resources import resolve_model
     from .checks import check_inputs, check_outputs, check_replaceable
 
+    args.decoder = resolve_model(str(args.decoder))
     folders = [("--decoder", args.decoder, "decoder folder", "config.json",
                 "pass a local Hugging Face causal LM folder (with config.json), e.g. the demo_decoder rule's output")]
     for instructions, features in args.data:

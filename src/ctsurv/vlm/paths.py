@@ -7,8 +7,12 @@ STAGE1_MODEL = "results/models/stage1"
 
 
 def decoder_folder(vlm: dict) -> str:
-    """The decoder folder: config ``vlm.decoder``, or the demo decoder when it is null."""
-    return vlm["decoder"] or DEMO_DECODER
+    """The decoder folder: config ``vlm.decoder`` (a local folder, or ``packaged:NAME`` for a model
+    shipped with ctsurv, e.g. the demo's ``packaged:demo-radllama``), or rule demo_decoder's
+    output when it is null."""
+    from ..resources import resolve_model
+
+    return str(resolve_model(vlm["decoder"])) if vlm["decoder"] else DEMO_DECODER
 
 
 def stage1_inputs(pretrain_datasets: list[str], vlm: dict) -> dict:
