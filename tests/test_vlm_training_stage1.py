@@ -11,7 +11,8 @@ from vlm_fixtures import LORA, cached_decoder, tiny_records, tiny_store
 
 from ctsurv.errors import DataError
 from ctsurv.vlm.answer_eval import paired_bootstrap, qa_pairs
-from ctsurv.vlm.stage1 import Stage1Data, ZeroImages, evaluate_stage1, train_stage1, training_dir, write_stage1_evaluation
+from ctsurv.vlm.stage1 import (Stage1Data, ZeroImages, evaluate_stage1, evaluate_stage1_with_control, train_stage1,
+                               training_dir, write_stage1_evaluation)
 
 torch.set_num_threads(1)
 
@@ -67,6 +68,45 @@ def test_train_publish_and_evaluate(dataset, tmp_path):
     assert json.loads(files[3].read_text(encoding="utf-8"))["pairs"] == len(STUDIES)
     assert "| all | 8 |" in files[2].read_text(encoding="utf-8")
 
+    # the demo's rule also answers from zeroed visual tokens: the control's columns join eval.csv
+    settings = dict(_vlm()["evaluate"], bootstrap=200)
+    scored2, summary2, m2 = evaluate_stage1_with_control(out, dataset.instructions / "test.json", dataset.features,
+                                                         settings)
+    zeroed, _, mz = evaluate_stage1(out, dataset.instructions / "test.json", dataset.features, settings, zero_images=True)
+    assert scored2["generated"].tolist() == scored["generated"].tolist()
+    assert scored2["generated_zeroed"].tolist() == zeroed["generated"].tolist()
+    assert m2["zeroed"]["bertscore_f1"] == pytest.approx(mz["bertscore_f1"])
+    effect = m2["image_effect"]["bertscore_f1"]
+    assert effect["difference"] == pytest.approx(m["bertscore_f1"] - mz["bertscore_f1"])
+    assert effect["ci_low"] <= effect["difference"] <= effect["ci_high"]
+    assert {"majority_rate", "presence_over_majority", "bertscore_f1_diff_low", "presence_diff_high"} <= set(summary2.columns)
+    write_stage1_evaluation(scored2, summary2, m2, *files)
+    table = pd.read_csv(files[1])
+    assert table["bertscore_f1_zeroed"].iloc[-1] == pytest.approx(mz["bertscore_f1"])
+    assert "Does it use the image?" in files[2].read_text(encoding="utf-8")
+
+
+def test_image_ablation_per_question_against_the_majority_rate():
+    from ctsurv.vlm.answer_eval import image_ablation
+
+    # 4 patients x 2 questions; q1's reference is present for 1 of 4 (majority rate 0.75)
+    ref = [True, False, False, False, True, True, False, True]
+    real = pd.DataFrame({"id": [f"r{i}" for i in range(8)], "study_id": ["p1", "p2", "p3", "p4"] * 2,
+                         "question_id": ["q1"] * 4 + ["q2"] * 4, "reference": ["x"] * 8, "generated": ["x"] * 8,
+                         "bertscore_f1": [0.9] * 8, "presence_reference": ref, "presence_agree": [1.0] * 8})
+    zero = real.assign(generated=["y"] * 8, bertscore_f1=[0.7] * 8,
+                       presence_agree=[0.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.0, 1.0])
+    table = image_ablation(real, zero, n=200, seed=0).set_index("question_id")
+    assert table.loc["q1", "majority_rate"] == pytest.approx(0.75) and table.loc["q2", "majority_rate"] == 0.75
+    assert table.loc["q1", "presence_over_majority"] == pytest.approx(0.25)
+    assert table.loc["all", "majority_rate"] == pytest.approx(0.75)
+    assert table.loc["all", "presence_diff"] == pytest.approx(0.25)
+    assert table.loc["all", "bertscore_f1_diff"] == pytest.approx(0.2)
+    assert table.loc["all", "bertscore_f1_diff_low"] == pytest.approx(0.2)  # every pair differs by 0.2
+    assert table.loc["all", "presence_diff_low"] >= 0.0 and table.loc["q1", "exact_match_zeroed"] == 0.0
+    with pytest.raises(ValueError, match="same pairs"):
+        image_ablation(real, zero.iloc[::-1].reset_index(drop=True))
+
 
 def test_cli_trains_with_the_configs_vlm_section(dataset, tmp_path, capsys, repo):
     from ctsurv.cli import main
@@ -109,3 +149,26 @@ def test_qa_pairs_and_paired_bootstrap():
     res = paired_bootstrap(a, b, groups=["p1", "p1", "p2", "p3"], n=500, seed=0)
     assert res["mean_difference"] == pytest.approx(0.5) and res["groups"] == 3
     assert 0.0 <= res["ci_low"] <= 0.5 <= res["ci_high"] <= 1.0
+
+
+def test_projector_learning_rate_is_its_own_group(dataset, tmp_path, monkeypatch):
+    import ctsurv.vlm.stage1 as stage1
+
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def fake_train(model, *args, lr_groups=None, run_config=None, **kwargs):
+        seen.update(lr_groups=lr_groups, run_config=run_config, names=[n for n, p in model.named_parameters()
+                                                                        if p.requires_grad and n.startswith("projector.")])
+        raise Stop
+
+    monkeypatch.setattr(stage1, "train", fake_train)
+    with pytest.raises(Stop):
+        train_stage1([dataset], cached_decoder(), tmp_path / "m", _vlm(projector_lr=0.05))
+    assert seen["lr_groups"] == {"projector.": 0.05} and seen["run_config"]["projector_lr"] == 0.05
+    assert seen["names"]  # the prefix names W's trainable parameters
+    with pytest.raises(Stop):
+        train_stage1([dataset], cached_decoder(), tmp_path / "m", _vlm())
+    assert seen["lr_groups"] is None and "projector_lr" not in seen["run_config"]

@@ -1,4 +1,4 @@
-"""Snakemake: demo_decoder -> train_stage1 -> evaluate_stage1 on a tiny pretrain dataset."""
+"""Snakemake: demo_decoder (opt-in: vlm.decoder null) -> train_stage1 -> evaluate_stage1 on a tiny pretrain dataset."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ STUDIES = [f"s{i}" for i in range(12)]
 def _workdir(tmp: Path, repo: Path) -> Path:
     config = yaml.safe_load((repo / "config" / "config.yaml").read_text(encoding="utf-8"))
     config["datasets"] = {"demo_pretrain": {"adapter": "demo", "role": "pretrain", "path": "raw/demo_pretrain"}}
+    config["vlm"]["decoder"] = None  # opt-in: the decoder is built in the run by rule demo_decoder
     config["vlm"]["demo_decoder"] = {"vocab_size": 300, "hidden_size": 32, "layers": 1, "heads": 2,
                                      "intermediate_size": 64, "steps": 5, "batch_size": 4, "block_size": 32}
     config["vlm"]["stage1"].update(max_steps=4, epochs=None, batch_size=4, eval_every=2, checkpoint_every=2, gpus=0,

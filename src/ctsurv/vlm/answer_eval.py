@@ -107,6 +107,68 @@ def paired_bootstrap(a: Sequence[float], b: Sequence[float], groups: Sequence[st
             "resamples": n}
 
 
+def majority_rate(reference_presence: Sequence) -> float:
+    """Share of the most frequent reference presence value: the agreement of a model that gives
+    every study the same answer (the question's most frequent one); NaN without any."""
+    values = pd.Series(reference_presence, dtype=object).dropna().astype(bool)
+    return float(max(values.mean(), 1.0 - values.mean())) if len(values) else float("nan")
+
+
+def image_ablation(scored: pd.DataFrame, zeroed: pd.DataFrame, n: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """Does the model use the image?  The same pairs answered from real and from zeroed visual tokens.
+
+    Per question and overall (``all``): BERTScore F1 and presence agreement with zeroed tokens,
+    the paired differences (real - zeroed) with percentile intervals over resampled patients
+    (:func:`paired_bootstrap`, each patient's answers kept together), and the question's
+    majority rate: the presence agreement of answering every study with the most frequent
+    reference presence, on the pairs where presence agreement is defined
+    (``presence_over_majority`` = agreement - majority rate).
+
+    Args:
+        scored, zeroed: :func:`score_answers` tables of the same pairs (same ids, same order).
+        n, seed: bootstrap resamples and seed.
+    """
+    if scored["id"].tolist() != zeroed["id"].tolist() or scored["question_id"].tolist() != zeroed["question_id"].tolist():
+        raise ValueError("image_ablation needs the same pairs in the same order in both tables")
+    groups = list(scored.groupby("question_id", sort=False).groups.items())
+    majority, counts = {}, {}
+    for name, index in groups:
+        known = scored.loc[index, "presence_agree"].notna()
+        majority[name] = majority_rate(scored.loc[index][known]["presence_reference"])
+        counts[name] = int(known.sum())
+    # overall: each question answered with its own most frequent answer
+    majority["all"] = float(sum(majority[q] * counts[q] for q, _ in groups if counts[q]) / max(sum(counts.values()), 1))
+    rows = []
+    for name, index in groups + [("all", scored.index)]:
+        a, b = scored.loc[index], zeroed.loc[index]
+        f1 = paired_bootstrap(a["bertscore_f1"], b["bertscore_f1"], groups=a["study_id"], n=n, seed=seed)
+        pa = paired_bootstrap(a["presence_agree"], b["presence_agree"], groups=a["study_id"], n=n, seed=seed)
+        rows.append({
+            "question_id": name,
+            "majority_rate": majority[name],
+            "presence_over_majority": float(a["presence_agree"].mean()) - majority[name],
+            "bertscore_f1_zeroed": float(b["bertscore_f1"].mean()),
+            "presence_agreement_zeroed": float(b["presence_agree"].mean()),
+            "exact_match_zeroed": float((b["generated"].str.strip() == b["reference"].str.strip()).mean()),
+            "bertscore_f1_diff": f1["mean_difference"], "bertscore_f1_diff_low": f1["ci_low"],
+            "bertscore_f1_diff_high": f1["ci_high"],
+            "presence_diff": pa["mean_difference"], "presence_diff_low": pa["ci_low"], "presence_diff_high": pa["ci_high"],
+        })
+    return pd.DataFrame(rows)
+
+
+def ablation_markdown(table: pd.DataFrame) -> str:
+    lines = ["| question | presence agreement | majority rate | over majority | zeroed: presence | difference [95% CI] "
+             "| BERTScore F1 | zeroed: F1 | difference [95% CI] |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in table.itertuples():
+        lines.append(f"| {r.question_id} | {r.presence_agreement:.3f} | {r.majority_rate:.3f} | "
+                     f"{r.presence_over_majority:+.3f} | {r.presence_agreement_zeroed:.3f} | {r.presence_diff:+.3f} "
+                     f"[{r.presence_diff_low:+.3f}, {r.presence_diff_high:+.3f}] | {r.bertscore_f1:.3f} | "
+                     f"{r.bertscore_f1_zeroed:.3f} | {r.bertscore_f1_diff:+.3f} [{r.bertscore_f1_diff_low:+.3f}, "
+                     f"{r.bertscore_f1_diff_high:+.3f}] |")
+    return "\n".join(lines) + "\n"
+
+
 def markdown_table(summary: pd.DataFrame) -> str:
     lines = ["| question | pairs | BERTScore F1 | presence agreement | exact match |", "|---|---|---|---|---|"]
     for r in summary.itertuples():

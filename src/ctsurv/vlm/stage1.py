@@ -181,8 +181,13 @@ def train_stage1(data: Sequence[Stage1Data], decoder: str | Path, out: str | Pat
         "data": [_file_hash(Path(d.instructions) / f"{s}.json") for d in data for s in ("train", "val")],
         "zero_images": zero_images,
     }
+    # W may learn at its own rate: a fresh projection next to a pre-trained decoder
+    projector_lr = stage.get("projector_lr")
+    lr_groups = {"projector.": float(projector_lr)} if projector_lr else None
+    if lr_groups:
+        run_config["projector_lr"] = float(projector_lr)
     result = train(model, train_data, val_data, lm_loss, settings, work, partial(collate, pad_id=model.tokenizer.pad_token_id),
-                   save, run_config=run_config, restart=restart or bool(stage.get("restart")))
+                   save, run_config=run_config, restart=restart or bool(stage.get("restart")), lr_groups=lr_groups)
     from accelerate import PartialState
 
     if PartialState().is_main_process:
@@ -273,11 +278,52 @@ def evaluate_stage1(model_dir: str | Path, test_json: str | Path, features: str 
     return scored, summary, metrics
 
 
+def evaluate_stage1_with_control(model_dir: str | Path, test_json: str | Path, features: str | Path,
+                                 settings: Mapping):
+    """:func:`evaluate_stage1`, and with ``settings["zeroed_control"]`` the same model on the same
+    pairs with every visual token zeroed (:func:`.answer_eval.image_ablation`).
+
+    Returns (scored pairs with ``generated_zeroed``, per-question summary with the control's
+    columns, metrics with ``zeroed`` and ``image_effect``).
+    """
+    from . import load
+    from .answer_eval import image_ablation
+
+    store = FeatureStore(features)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = load(model_dir, feature_fingerprint=store_fingerprint(store), device=device,
+                 dtype=torch.bfloat16 if device == "cuda" else torch.float32)
+    scored, summary, metrics = evaluate_stage1(model_dir, test_json, features, settings, model=model)
+    if not settings.get("zeroed_control", True):
+        return scored, summary, metrics
+    zeroed, _, zero_metrics = evaluate_stage1(model_dir, test_json, features, settings, zero_images=True, model=model)
+    ablation = image_ablation(scored, zeroed, n=int(settings.get("bootstrap", 1000)), seed=int(settings["seed"]))
+    summary = summary.merge(ablation, on="question_id", how="left", validate="one_to_one")
+    scored = scored.assign(generated_zeroed=zeroed["generated"].values, bertscore_f1_zeroed=zeroed["bertscore_f1"].values,
+                           presence_agree_zeroed=zeroed["presence_agree"].values)
+    overall = ablation.iloc[-1]
+    metrics["zeroed"] = {k: zero_metrics[k] for k in ("bertscore_f1", "presence_agreement", "exact_match")}
+    metrics["image_effect"] = {
+        "bertscore_f1": {k: float(overall[f"bertscore_f1_diff{s}"]) for k, s in
+                         (("difference", ""), ("ci_low", "_low"), ("ci_high", "_high"))},
+        "presence_agreement": {k: float(overall[f"presence_diff{s}"]) for k, s in
+                               (("difference", ""), ("ci_low", "_low"), ("ci_high", "_high"))},
+        "majority_rate": float(overall["majority_rate"]),
+        "bootstrap": int(settings.get("bootstrap", 1000)),
+    }
+    for q, row in metrics["per_question"].items():
+        line = ablation.set_index("question_id").loc[q]
+        row.update(majority_rate=float(line["majority_rate"]), presence_agreement_zeroed=float(line["presence_agreement_zeroed"]),
+                   presence_diff=float(line["presence_diff"]), presence_diff_low=float(line["presence_diff_low"]),
+                   presence_diff_high=float(line["presence_diff_high"]))
+    return scored, summary, metrics
+
+
 def write_stage1_evaluation(scored, summary, metrics: dict, answers: str | Path, table: str | Path, md: str | Path,
                             metrics_json: str | Path) -> None:
     """answers.parquet (no reference text is logged), eval.csv, eval.md, metrics.json; each atomic."""
     from ..atomic import atomic_path
-    from .answer_eval import markdown_table
+    from .answer_eval import ablation_markdown, markdown_table
 
     with atomic_path(answers) as tmp:
         scored.drop(columns=["human"]).to_parquet(tmp, index=False)
@@ -287,6 +333,12 @@ def write_stage1_evaluation(scored, summary, metrics: dict, answers: str | Path,
             f"({metrics['bertscore_model']}, layer {metrics['bertscore_layers']}, "
             f"{'rescaled' if metrics.get('bertscore', {}).get('rescaled') else 'not rescaled'}, no idf) and presence agreement "
             "(the rules reader on both answers).\n\n" + markdown_table(summary))
+    if "majority_rate" in summary.columns:
+        text += ("\n## Does it use the image?\n\nThe same model on the same pairs with every visual token zeroed; "
+                 "differences are real - zeroed with 95% paired bootstrap intervals "
+                 f"({metrics['image_effect']['bootstrap']} resamples of patients). Majority rate: the presence "
+                 "agreement of answering every study with the question's most frequent answer.\n\n"
+                 + ablation_markdown(summary))
     with atomic_path(md) as tmp:
         Path(tmp).write_text(text, encoding="utf-8")
     with atomic_path(metrics_json) as tmp:
