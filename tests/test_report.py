@@ -231,3 +231,39 @@ def test_bertscore_model_from_config_with_layers_and_baseline_rescaling(tmp_path
     assert scorer.describe() == {"model": "all-MiniLM-L6-v2", "layer": 6, "rescaled": True, "baseline": str(baseline)}
     res = answer_bertscore(pd.DataFrame({"question_id": ["q1", "q2"], "generated": cands, "reference": refs}), scorer=scorer)
     assert res["model"]["rescaled"] and res["f1"] == pytest.approx(rescaled.mean())
+
+
+def test_best_baseline_is_picked_on_validation_not_on_test():
+    """Two baselines: one better on the validation patients, the other on the test patients.
+    Table 2 compares ours with the validation winner."""
+    from ctsurv.report.tables import best_by_validation, paper_table, val_cindex
+    from ctsurv.survival.metrics import harrell_cindex
+
+    rng = np.random.default_rng(4)
+    n = 240
+    log_hz = rng.normal(size=n)
+    time = rng.exponential(np.exp(-log_hz)) * 100
+    event = (rng.random(n) < 0.8).astype(int)
+    split = np.array(["train"] * 80 + ["val"] * 80 + ["test"] * 80)
+    study = np.array([f"s{i:03d}" for i in range(n)])
+    noisy = log_hz + rng.normal(scale=3.0, size=n)
+    val, test = split == "val", split == "test"
+    # A follows the hazard on validation and is noise on test; B the other way round
+    a_risk, b_risk = np.where(val, log_hz, noisy), np.where(test, log_hz, noisy)
+
+    def run(model, modality, risk):
+        pred = pd.DataFrame({"study_id": study, "split": split, "time": time, "event": event, "risk": risk})
+        h = harrell_cindex(time[test], event[test], risk[test], n_boot=50)
+        harrell = {"cindex": h.cindex, "lower": h.lower, "upper": h.upper, "n": h.n, "events": h.events}
+        return {"model": model, "modality": modality, "predictions": pred, "metrics": {"harrell": harrell}}
+
+    a, b = run("deepsurv", "image", a_risk), run("deephit", "both", b_risk)
+    assert val_cindex(a) > val_cindex(b) + 0.1 and b["metrics"]["harrell"]["cindex"] > a["metrics"]["harrell"]["cindex"]
+    assert best_by_validation([b, a]) is a
+    ours = dict(run("deepsurv", "joint", log_hz), pretrain="with")
+    table = paper_table([b, a], [ours], "tiny", n_boot=50)
+    row = table[table["method"] == "Ours (DeepSurv)"].iloc[0]
+    assert row["best_baseline"] == "deepsurv_image"
+    assert table["val_c_index"].iloc[:2].tolist() == pytest.approx([val_cindex(b), val_cindex(a)])
+    no_val = {**a, "predictions": a["predictions"][~val]}
+    assert np.isnan(val_cindex(no_val)) and best_by_validation([no_val]) is None

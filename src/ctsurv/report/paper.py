@@ -54,7 +54,7 @@ def results_page(tables: Sequence[pd.DataFrame], markdowns: Sequence[str], figur
     """The results page: every dataset's Table 2, the figures, and the closing note in numbers."""
     lines = ["# Results", "",
              "Harrell's c-index on the test split with 95% bootstrap intervals; the joint model's risk is the mean "
-             "over the six questions. p vs CoxPH / best baseline: paired bootstrap on the same test patients. "
+             "over the six questions. p vs CoxPH / best baseline (the highest validation c-index): paired bootstrap on the same test patients. "
              "BERTScore: F1 of generated vs reference answers (all-MiniLM-L6-v2, seeded sample of test QA pairs).", ""]
     lines += list(markdowns)
     if figures:
