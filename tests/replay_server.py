@@ -5,6 +5,7 @@ only)::
 
     python tests/replay_server.py --port 8123 --script script.json
     python tests/replay_server.py serve MODEL --host 127.0.0.1 --port 8123 ...   # as `vllm serve`
+    python tests/replay_server.py -m vllm.entrypoints.openai.api_server --model MODEL --port 8123 ...
 
 Endpoints: ``GET /health``, ``GET /v1/models``, ``POST /v1/chat/completions``, and
 ``GET /_requests`` (the request bodies received so far and the most requests that were
@@ -147,6 +148,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("serve", nargs="?", help="ignored (accepts the `vllm serve MODEL` form)")
     parser.add_argument("model", nargs="?", help="served model name (overrides the script's)")
+    parser.add_argument("-m", dest="module", help="ignored (accepts `python -m vllm.entrypoints.openai.api_server`)")
+    parser.add_argument("--model", dest="model_flag", help="ignored (the API server module's model folder)")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--script", help="JSON script of responses")

