@@ -1,5 +1,6 @@
 # The report: the paper's Table 2 per survival dataset (baselines, ours per head x pre-training,
-# the oracle for demo data), Fig. 3 (KM with / without pre-training) and one results page.
+# the oracle for demo data), Fig. 3 (KM with / without pre-training), the signal ladder and one
+# results page.
 # `snakemake --report results/report/report.html` then bundles every captioned output
 # (bootstrap.sh demo runs it after the workflow).  Logic: ctsurv.report.
 
@@ -71,4 +72,35 @@ rule results_report:
         "../workflow/scripts/report_page.py"
 
 
+# The signal ladder of a survival dataset: test c-index (bootstrap interval) of the known hazard
+# and each of its parts (demo data), the clinical CoxPH, a penalised Cox on the encoder's pooled
+# features (dimension and penalty chosen on validation), the baselines and ours; the page names
+# the step where the signal is lost.
+rule signal_ladder:
+    input:
+        unpack(lambda wildcards: truth_input(wildcards.dataset, DEMO_DATASETS, config["demo"]["outdir"])),
+        cohort="results/{dataset}/cohort.parquet",
+        features="results/{dataset}/features/image/index.parquet",
+        baseline_predictions=lambda wildcards: baseline_files(wildcards.dataset, config["survival"], "predictions.parquet"),
+        stage2_predictions=lambda wildcards: stage2_runs(wildcards.dataset, config["vlm"]["stage2"], "predictions.parquet"),
+    output:
+        csv="results/{dataset}/results/ladder.csv",
+        md=report("results/{dataset}/results/ladder.md", caption="../workflow/report/ladder.rst", category="Results",
+                  subcategory="{dataset}", labels={"dataset": "{dataset}", "table": "signal ladder"}),
+        png=report("results/{dataset}/results/ladder.png", caption="../workflow/report/ladder.rst", category="Results",
+                   subcategory="{dataset}", labels={"dataset": "{dataset}", "figure": "signal ladder"}),
+    params:
+        bootstrap=config["survival"]["bootstrap"],
+        clinical=lambda wildcards: list(dataset_spec(wildcards).get("clinical", {})),
+    log:
+        "results/logs/signal_ladder/{dataset}.log",
+    benchmark:
+        "results/benchmarks/signal_ladder/{dataset}.tsv"
+    conda:
+        "../envs/main.yaml"
+    script:
+        "../workflow/scripts/report_ladder.py"
+
+
 STAGE_TARGETS.append(lambda: ["results/report/results.md"] if SURVIVAL_DATASETS else [])
+STAGE_TARGETS.append(lambda: [f"results/{d}/results/ladder.{x}" for d in SURVIVAL_DATASETS for x in ("md", "png")])
