@@ -23,6 +23,7 @@ from .findings import (
     sample_clots,
     sample_lung_findings,
     sample_pe_findings,
+    PretrainMix,
     sample_pretrain_findings,
     stage_group,
     t_category,
@@ -172,9 +173,11 @@ def plan_pe(n: int, seed: int) -> list[StudyPlan]:
     return plans
 
 
-def plan_pretrain(n: int, seed: int) -> list[StudyPlan]:
+def plan_pretrain(n: int, seed: int, mix: PretrainMix | None = None) -> list[StudyPlan]:
     """General chest CTs with reports and no follow-up; a quarter of the patients have a
-    second reconstruction (same anatomy and report, another in-plane grid), as in CT-RATE."""
+    second reconstruction (same anatomy and report, another in-plane grid), as in CT-RATE.
+    ``mix``: how often each finding occurs (None: the demo pretrain cohort's)."""
+    mix = mix or PretrainMix()
     rngs, _ = _generators(seed, "pretrain", n)
     plans: list[StudyPlan] = []
     patient = 0
@@ -190,7 +193,7 @@ def plan_pretrain(n: int, seed: int) -> list[StudyPlan]:
         burden = sum(CLOT_WEIGHT[c.level] for c in clots)
         rv_lv = float(np.clip(rng.normal(0.88, 0.06) + 0.09 * burden, 0.7, 1.8))
         anatomy = sample_anatomy(rng, fat_mm=sample_fat_mm(rng), rv_lv_ratio=rv_lv, heart_scale=1.18 if cardiomegaly else 1.0)
-        f = sample_pretrain_findings(rng, anatomy, clots=clots, cardiomegaly=cardiomegaly)
+        f = sample_pretrain_findings(rng, anatomy, clots=clots, cardiomegaly=cardiomegaly, mix=mix)
         clinical = {"age": int(np.clip(round(rng.normal(56.0, 15.0)), 18, 92)), "sex": str(rng.choice(["female", "male"]))}
         plan = _plan_one(rng, "pretrain", f"{pid}_a_1", pid, anatomy, f, clinical, None)
         plans.append(plan)
@@ -220,9 +223,13 @@ def _add_follow_up(plans: list[StudyPlan], rng: np.random.Generator, kind: str) 
         p.truth.update({"time": float(t), "event": int(e), "follow_up_window_days": window})
 
 
-def plan_dataset(kind: str, n: int, seed: int) -> list[StudyPlan]:
-    """Plans for ``n`` studies of ``kind`` ("pretrain", "lung" or "pe")."""
-    return {"pretrain": plan_pretrain, "lung": plan_lung, "pe": plan_pe}[kind](n, seed)
+def plan_dataset(kind: str, n: int, seed: int, mix: PretrainMix | None = None) -> list[StudyPlan]:
+    """Plans for ``n`` studies of ``kind`` ("pretrain", "lung" or "pe"); ``mix`` only for "pretrain"."""
+    if kind == "pretrain":
+        return plan_pretrain(n, seed, mix)
+    if mix is not None:
+        raise ValueError(f"a findings mix applies to the pretrain kind only, not {kind!r}")
+    return {"lung": plan_lung, "pe": plan_pe}[kind](n, seed)
 
 
 def gold_rows(plans: list[StudyPlan]) -> list[tuple[str, GoldAnswer]]:

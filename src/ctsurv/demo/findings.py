@@ -321,24 +321,50 @@ def sample_clots(rng: np.random.Generator, *, chronic: bool, subsegmental_only: 
     return clots
 
 
-def sample_pretrain_findings(rng: np.random.Generator, anatomy: Anatomy, *, clots: list[Clot] = (), cardiomegaly: bool = False) -> Findings:
+@dataclass(frozen=True)
+class PretrainMix:
+    """How often the findings of a general chest CT occur (:func:`sample_pretrain_findings`).
+
+    The default is the demo pretrain cohort's mix; the encoder's pre-training corpus
+    (``ctsurv pretrain-encoder``) uses :data:`ENCODER_CORPUS_MIX`.  Changing these numbers
+    changes only the values drawn, never how many, so the default mix gives the demo
+    cohorts byte for byte.
+    """
+
+    tumor_p: float = 0.3
+    tumor_median_mm: float = 24.0
+    tumor_max_mm: int = 80
+    nodes_p: float = 0.15
+    effusion_p: float = 0.15
+    metastasis_p: float = 0.3  # given a mass (>= 30 mm)
+    bone_lesion_p: float = 0.05
+
+
+#: The encoder corpus' mix: more and larger tumours (demo_lung's median is 34 mm), more
+#: metastases and bone lesions (2-5% of the demo mix, too rare to learn from).
+ENCODER_CORPUS_MIX = PretrainMix(tumor_p=0.55, tumor_median_mm=32.0, tumor_max_mm=90, nodes_p=0.25,
+                                 effusion_p=0.2, metastasis_p=0.6, bone_lesion_p=0.2)
+
+
+def sample_pretrain_findings(rng: np.random.Generator, anatomy: Anatomy, *, clots: list[Clot] = (), cardiomegaly: bool = False,
+                             mix: PretrainMix = PretrainMix()) -> Findings:
     """A general chest CT: mostly normal, sometimes a nodule or mass, nodes, effusion, and
     the given emboli (drawn with the anatomy's RV/LV ratio) and cardiomegaly (drawn with
-    its heart size) so the volume shows them."""
+    its heart size) so the volume shows them; ``mix`` sets how often each finding occurs."""
     f = Findings(fat_mm=anatomy.fat_mm, rv_lv_ratio=anatomy.rv_lv_ratio, cardiomegaly=cardiomegaly)
     f.clots = list(clots)
     # Tumours often enough, and large enough, that necrotic cores are there to learn from.
-    if rng.random() < 0.3:
-        f.tumor = _lung_tumor(rng, anatomy, min_mm=8, max_mm=80, median_mm=24.0, vessel_p=0.1)
-    if rng.random() < 0.15:
+    if rng.random() < mix.tumor_p:
+        f.tumor = _lung_tumor(rng, anatomy, min_mm=8, max_mm=mix.tumor_max_mm, median_mm=mix.tumor_median_mm, vessel_p=0.1)
+    if rng.random() < mix.nodes_p:
         stations = list(rng.choice(list(STATIONS), size=int(rng.integers(1, 3)), replace=False))
         f.nodes = _nodes(rng, anatomy, [str(s) for s in stations])
-    if rng.random() < 0.15:
+    if rng.random() < mix.effusion_p:
         grade = str(rng.choice(["small", "moderate", "large"], p=[0.6, 0.3, 0.1]))
         f.effusion = Effusion(str(rng.choice(["right", "left", "bilateral"])), grade, _effusion_depth(rng, grade))
-    if f.tumor is not None and f.tumor.kind == "mass" and rng.random() < 0.3:
+    if f.tumor is not None and f.tumor.kind == "mass" and rng.random() < mix.metastasis_p:
         f.metastases.append(_metastasis(rng, anatomy, str(rng.choice(["liver", "left adrenal gland", "right adrenal gland"]))))
-    if rng.random() < 0.05:
+    if rng.random() < mix.bone_lesion_p:
         lesion = _bone_lesion(rng, anatomy, str(rng.choice(["lytic", "blastic"])))
         if lesion is not None:
             f.bone_lesions.append(lesion)

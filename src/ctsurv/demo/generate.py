@@ -27,6 +27,7 @@ import pandas as pd
 
 from ..errors import ConfigError
 from .cohort import CLINICAL_COLUMNS, DEMO_KINDS, FOLLOW_UP, StudyPlan, gold_rows, plan_dataset
+from .findings import PretrainMix
 from .gold import gold_frame
 from .nifti import write_volume
 from .phantom import render
@@ -81,6 +82,7 @@ def generate_dataset(
     write_labels: bool = True,
     progress: bool = True,
     pool: ProcessPoolExecutor | None = None,
+    mix: PretrainMix | None = None,
 ) -> Path:
     """Generate one demo dataset into ``{outdir}/{name}/``.
 
@@ -94,6 +96,8 @@ def generate_dataset(
         progress: show a tqdm bar.
         pool: an executor to render with (``generate_demo`` shares one over the datasets);
             None: start one of ``workers`` processes when ``workers`` > 1.
+        mix: findings mix of a "demo_pretrain" dataset (None: the demo's; the encoder corpus
+            uses :data:`ctsurv.demo.findings.ENCODER_CORPUS_MIX`).
 
     Returns:
         the dataset folder.
@@ -109,7 +113,7 @@ def generate_dataset(
     if write_labels:
         (work / "labels").mkdir()
 
-    plans = plan_dataset(kind, n, seed)
+    plans = plan_dataset(kind, n, seed, mix)
     log.info("%s: planned %d studies of %d patients", name, len(plans), len({p.patient_id for p in plans}))
     tasks = [
         (

@@ -282,6 +282,14 @@ class Conv3dFastGrad(torch.autograd.Function):
         return grad_x, grad_w, None, None
 
 
+def cosine_schedule(optimizer: torch.optim.Optimizer, steps_per_epoch: int, epochs: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up over half an epoch, then cosine decay to 0 at the last step."""
+    total = steps_per_epoch * epochs
+    warmup = max(1, steps_per_epoch // 2)
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
+
+
 def _fast_conv_forward(self, x):
     return Conv3dFastGrad.apply(x, self.weight, self.stride, self.padding)
 
@@ -413,11 +421,7 @@ def train_encoder(
     heads = PretrainHeads(encoder.out_channels, len(coding.columns), train.text.shape[1], settings.projection_dim)
     params = [p for p in encoder.parameters() if p.requires_grad] + list(heads.parameters())
     optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
-    steps_per_epoch = len(_batches(len(train), settings.batch_size, None))
-    total = steps_per_epoch * settings.epochs
-    warmup = max(1, steps_per_epoch // 2)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
+    schedule = cosine_schedule(optimizer, len(_batches(len(train), settings.batch_size, None)), settings.epochs)
     # Shifts on a frozen stage's map move it by whole map voxels (4 input voxels in-plane).
     shift = settings.shift_voxels if settings.frozen_stages == 0 else int(settings.shift_voxels > 0)
 
@@ -433,7 +437,7 @@ def train_encoder(
 
     history: list[dict] = []
     best = (math.inf, -1, None)
-    bar = tqdm(total=total, desc="pretrain encoder", unit="step", disable=not progress)
+    bar = tqdm(total=len(_batches(len(train), settings.batch_size, None)) * settings.epochs, desc="pretrain encoder", unit="step", disable=not progress)
     for epoch in range(1, settings.epochs + 1):
         set_train(True)
         sums = np.zeros(2)
