@@ -93,18 +93,38 @@ def test_load_refuses_another_decoder(tmp_path, lora):
         load(tmp_path / "m", decoder=other)
 
 
-def test_lora_model_needs_its_base_decoder(tmp_path):
+def test_lora_model_finds_its_moved_decoder_or_names_its_hash(tmp_path, monkeypatch):
     import shutil
 
-    base = tmp_path / "base"
+    monkeypatch.delenv("CTSURV_MODEL_PATH", raising=False)
+    base = tmp_path / "tree" / "base"
     shutil.copytree(cached_decoder(), base)
     model = build(base, feature_dim=8, tokens=4, lora=LORA)
-    save(model, tmp_path / "m")
-    moved = tmp_path / "moved"
-    base.rename(moved)
-    with pytest.raises(DataError, match="needs its base decoder .*base, which is not there"):
-        load(tmp_path / "m")
-    assert load(tmp_path / "m", decoder=moved).config.decoder_hash == model.config.decoder_hash
+    save(model, tmp_path / "tree" / "models" / "m")
+    location = json.loads((tmp_path / "tree" / "models" / "m" / "vlm.json").read_text())["decoder_location"]
+    assert location == {"packaged": None, "absolute": str(base.resolve()), "relative": "../../base"}
+    # the whole tree copied elsewhere, the original gone: found relative to the model folder
+    shutil.copytree(tmp_path / "tree", tmp_path / "copy")
+    shutil.rmtree(tmp_path / "tree")
+    assert load(tmp_path / "copy" / "models" / "m").config.decoder_hash == model.config.decoder_hash
+    # the decoder moved beside the model folder: found by its hash
+    (tmp_path / "copy" / "base").rename(tmp_path / "copy" / "models" / "radllama")
+    assert load(tmp_path / "copy" / "models" / "m").config.decoder_hash == model.config.decoder_hash
+    # moved where nothing points: the error names the hash and the way out
+    far = tmp_path / "far" / "decoders"
+    far.mkdir(parents=True)
+    (tmp_path / "copy" / "models" / "radllama").rename(far / "radllama")
+    with pytest.raises(DataError, match=f"needs its base decoder, hash {model.config.decoder_hash}.*--decoder DIR"):
+        load(tmp_path / "copy" / "models" / "m")
+    monkeypatch.setenv("CTSURV_MODEL_PATH", str(far))
+    assert load(tmp_path / "copy" / "models" / "m").config.decoder_hash == model.config.decoder_hash
+    monkeypatch.delenv("CTSURV_MODEL_PATH")
+    assert load(tmp_path / "copy" / "models" / "m", decoder=far / "radllama").config.decoder_hash == model.config.decoder_hash
+    # another decoder at the recorded place is never taken
+    other = tmp_path / "copy" / "base"
+    shutil.copytree(cached_decoder(seed=1), other)
+    with pytest.raises(DataError, match=f"{other} \\(another decoder: hash "):
+        load(tmp_path / "copy" / "models" / "m")
 
 
 def test_not_a_model_folder(tmp_path):

@@ -3,9 +3,11 @@
 The JSON names the decoder folder and a cheap hash of it, the projector, the visual token
 count and width, and the fingerprint of the feature store the model was trained on, so that
 ``ctsurv.vlm.load`` can refuse a folder that would silently pair with another decoder or
-another image encoder.  ``encoder`` optionally records the image encoder and preprocessing
-settings (checkpoint, layers, width, seed, tokens, spacing, size) so that ``ctsurv ask
---image`` can go from a CT file to an answer with the same encoder.
+another image encoder.  ``decoder_location`` and ``encoder`` make the folder self-contained
+(:mod:`.locate`): where the decoder is (packaged name, relative and absolute path), and the
+image encoder and preprocessing the training features came from (checkpoint by sha256 and
+place, layers, width, seed, tokens, spacing, size, precision, fingerprint), so that ``ctsurv
+ask --image`` and ``ctsurv predict`` go from a CT file to an answer with the same encoder.
 """
 
 from __future__ import annotations
@@ -43,7 +45,10 @@ class VLMConfig:
         prompt_format: "chat_template" (the decoder's own) or "plain" (:mod:`.prompt`).
         max_length: the decoder's context (tokens, image tokens counted as T).
         lora: {r, alpha, dropout, target_modules} or None (full fine-tuning).
-        encoder: image encoder + preprocessing settings for ``ctsurv ask --image``, or None.
+        encoder: the image encoder + preprocessing of the training features
+            (:func:`.locate.encoder_record`), or None (folders saved before it was recorded).
+        decoder_location: {packaged, relative, absolute} of the decoder folder
+            (:func:`.locate.decoder_location`), or None (then ``decoder`` is the only place).
     """
 
     decoder: str
@@ -59,6 +64,7 @@ class VLMConfig:
     max_length: int = 2048
     lora: dict | None = None
     encoder: dict | None = None
+    decoder_location: dict | None = None
     version: int = 1
     extra: dict = field(default_factory=dict)
 
@@ -132,32 +138,3 @@ def decoder_hash(folder: str | Path, samples: int = 32, chunk: int = 4096) -> st
                 fh.seek(offset)
                 digest.update(fh.read(chunk))
     return digest.hexdigest()[:16]
-
-
-ENCODER_KEYS = ("checkpoint", "layers", "width", "seed", "tokens", "spacing", "size")
-
-
-def encoder_settings(imaging: dict, checkpoint: str | Path | None = None) -> dict:
-    """What ``vlm.json`` records as ``encoder``, from the config's ``imaging`` section.
-
-    Args:
-        imaging: the config section (``spacing``, ``size``, ``encoder: {checkpoint, layers,
-            width, seed, tokens}``).
-        checkpoint: the encoder file actually used, when it is not ``imaging.encoder.checkpoint``
-            (the demo's pre-trained encoder is a workflow output).
-
-    Returns:
-        ``{checkpoint, layers, width, seed, tokens, spacing, size}``: enough for ``ctsurv ask
-        --image`` to read, preprocess and encode a CT file as the feature store was made.
-    """
-    enc = imaging["encoder"]
-    ckpt = checkpoint if checkpoint is not None else enc.get("checkpoint")
-    return {
-        "checkpoint": None if ckpt is None else str(Path(ckpt).resolve()),
-        "layers": [int(n) for n in enc["layers"]],
-        "width": int(enc["width"]),
-        "seed": int(enc.get("seed", 0)),
-        "tokens": int(enc["tokens"]),
-        "spacing": [float(s) for s in imaging["spacing"]],
-        "size": [int(s) for s in imaging["size"]],
-    }

@@ -10,15 +10,20 @@
     decoder/                  or: the full fine-tuned decoder (save_pretrained)
     tokenizer files           the decoder's tokenizer with <image> and a pad token
 
-A LoRA folder needs its base decoder, found at the recorded path (or the ``decoder``
-argument of :func:`load`), and refuses a folder whose hash differs: an adapter on another
-base model loads without error in peft and produces nonsense.  Both kinds refuse a feature
-store with another encoder's fingerprint: the projector learned that encoder's features.
+    encoder/                  a copy of a small image-encoder checkpoint (:mod:`.locate`)
+
+A LoRA folder needs its base decoder, found where ``vlm.json`` records it (packaged name,
+path relative to the folder, absolute path), else by its hash beside the folder or in
+``$CTSURV_MODEL_PATH`` (:func:`.locate.find_decoder`), or given as the ``decoder`` argument of
+:func:`load`; a folder whose hash differs is refused: an adapter on another base model loads
+without error in peft and produces nonsense.  Both kinds refuse a feature store with another
+encoder's fingerprint: the projector learned that encoder's features.
 """
 
 from __future__ import annotations
 
 import json
+import copy
 import logging
 import os
 import shutil
@@ -30,6 +35,7 @@ import torch
 
 from ..errors import DataError
 from .config import CONFIG_FILE, VLMConfig, decoder_hash
+from .locate import find_decoder, record_locations
 from .model import (CTVisionLanguageModel, enable_gradient_checkpointing, load_decoder,
                     prepare_tokenizer_and_embeddings)
 from .projector import build_projector
@@ -77,7 +83,9 @@ def save(model: CTVisionLanguageModel, folder: str | Path, state_dict: Mapping[s
             model.decoder.save_pretrained(tmp / DECODER_DIR, **given)
             model.tokenizer.save_pretrained(tmp / DECODER_DIR)
         model.tokenizer.save_pretrained(tmp)
-        model.config.to_json(tmp / CONFIG_FILE)
+        config = copy.deepcopy(model.config)
+        record_locations(config, tmp, final=folder)  # relative paths from where the folder will be
+        config.to_json(tmp / CONFIG_FILE)
         if folder.exists():
             old = folder.parent / f".{folder.name}.old"
             shutil.rmtree(old, ignore_errors=True)
@@ -153,8 +161,9 @@ def load(
         folder: the model folder.
         feature_fingerprint: fingerprint of the features it will read; refused if it differs.
         device: where to put the model.
-        decoder: the base decoder folder, if it moved (default: the path in ``vlm.json``);
-            refused if its hash differs from the recorded one.
+        decoder: the base decoder folder, if it cannot be found (default: where ``vlm.json``
+            records it, else by its hash, :func:`.locate.find_decoder`); refused if its hash
+            differs from the recorded one.
         dtype: weights' dtype.
         trainable: keep the LoRA adapter trainable (to continue training, e.g. stage 2).
         gradient_checkpointing: as in :func:`ctsurv.vlm.build`.
@@ -167,9 +176,11 @@ def load(
     folder = Path(folder)
     config = VLMConfig.from_json(folder / CONFIG_FILE)
     check_fingerprint(config, folder, feature_fingerprint)
-    base = Path(decoder) if decoder is not None else Path(config.decoder)
-    if config.lora is not None or decoder is not None:
+    if decoder is not None:
+        base = Path(decoder)
         _check_decoder(config, folder, base)
+    elif config.lora is not None:
+        base = find_decoder(config, folder)
 
     if config.lora is not None:
         from peft import PeftModel
@@ -212,8 +223,8 @@ def load(
 
 def _check_decoder(config: VLMConfig, folder: Path, base: Path) -> None:
     if not base.is_dir():
-        raise DataError(f"model {folder} needs its base decoder {base}, which is not there; pass decoder=... "
-                        "(ctsurv.vlm.load) with the folder's new location")
+        raise DataError(f"model {folder} needs its base decoder (hash {config.decoder_hash}); {base} is not there: "
+                        "pass the decoder's folder (decoder=... in ctsurv.vlm.load, --decoder on the command line)")
     found = decoder_hash(base)
     if found != config.decoder_hash:
         raise DataError(

@@ -303,15 +303,19 @@ def build(
         dtype: weights' dtype (fp32 on CPU; bf16 for a 7B decoder on a GPU).
         gradient_checkpointing: recompute activations in the backward pass (non-reentrant).
         prompt_format: "chat_template" or "plain"; default: the template when the tokenizer has one.
-        encoder: image encoder + preprocessing settings for ``ctsurv ask --image`` (recorded only).
+        encoder: the image encoder + preprocessing of the features (:func:`.locate.encoder_record`;
+            recorded for ``ctsurv ask --image`` and ``ctsurv predict``).
 
     Raises:
         DataError: the folder is missing, not a causal LM, or has no tokenizer.
     """
+    from .locate import decoder_location
+
     tokenizer, decoder = load_decoder(decoder_path, dtype)
     prepare_tokenizer_and_embeddings(tokenizer, decoder)
     config = VLMConfig(
-        decoder=str(decoder_path), decoder_hash=decoder_hash(decoder_path), feature_dim=int(feature_dim),
+        decoder=str(decoder_path), decoder_hash=decoder_hash(decoder_path), decoder_location=decoder_location(decoder_path),
+        feature_dim=int(feature_dim),
         tokens=int(tokens), hidden_size=int(decoder.get_input_embeddings().embedding_dim), projector=projector,
         feature_norm=feature_norm,
         feature_fingerprint=feature_fingerprint, prompt_format=prompt_format or choose_prompt_format(tokenizer),
