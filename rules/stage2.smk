@@ -11,10 +11,13 @@ STAGE2_RUN = "results/{dataset}/stage2/{head}_{pretrain}"
 
 # Decoder (LoRA as in stage 1) + residual adaptor + head with L = L_LM + alpha L_surv +
 # L_dispersion + L_alignment; batches of distinct patients, one question each, plus a memory
-# of recent risks for the Cox risk sets.  Resumes after a kill from model.train/checkpoints.
+# of recent risks for the Cox risk sets.  Every patient is asked every question of the questions
+# file (a failed extraction only removes that question's LM target).  Resumes after a kill from
+# model.train/checkpoints.
 rule train_stage2:
     input:
         unpack(lambda wildcards: stage2_inputs(wildcards.dataset, wildcards.pretrain, config["vlm"]["decoder"], STAGE1_MODEL, DEMO_DECODER)),
+        questions=config["extraction"]["questions"],
     output:
         model=directory(f"{STAGE2_RUN}/model"),
     params:
@@ -38,7 +41,9 @@ rule train_stage2:
         "../workflow/scripts/train_stage2.py"
 
 
-# Every patient with each of the six questions: six risks (DeepHit: six curves) averaged into
+# Every patient with each of the six questions of the questions file (whether or not their report
+# answered it; patients without any answer too, from their clinical sentence): six risks
+# (DeepHit: six curves) averaged into
 # the patient's prediction; generated answers for the test questions (train and val are scored
 # on their reference answers).
 rule predict_stage2:
@@ -49,12 +54,15 @@ rule predict_stage2:
         test="results/{dataset}/instructions/test.json",
         cohort="results/{dataset}/cohort.parquet",
         features="results/{dataset}/features/image/index.parquet",
+        questions=config["extraction"]["questions"],
     output:
         questions=f"{STAGE2_RUN}/questions.parquet",
         predictions=f"{STAGE2_RUN}/predictions.parquet",
         survival=f"{STAGE2_RUN}/survival.parquet",
     params:
         predict=config["vlm"]["stage2"]["predict"],
+        spec=dataset_spec,
+        weights=config["vlm"]["weights"],
         lock_dir=config["gpu"]["lock_dir"],
     wildcard_constraints:
         head="deepsurv|deephit",

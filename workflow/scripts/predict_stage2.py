@@ -5,16 +5,18 @@ import torch
 
 from ctsurv.gpu import gpu_slots
 from ctsurv.scripting import run_step
-from ctsurv.vlm.stage2 import predict_stage2
+from ctsurv.extraction.questions import load_questions
+from ctsurv.vlm.stage2 import cohort_sentences, predict_stage2
 
 
 def main(smk):
     torch.set_num_threads(smk.threads)
+    cohort = pd.read_parquet(smk.input.cohort)
     with gpu_slots(1, lock_dir=smk.params.lock_dir, allow_cpu=True):
         predict_stage2(
             smk.input.model,
             {"train": smk.input.train, "val": smk.input.val, "test": smk.input.test},
-            pd.read_parquet(smk.input.cohort),
+            cohort,
             smk.input.features.rsplit("/", 1)[0],
             smk.output.questions,
             smk.output.predictions,
@@ -22,6 +24,9 @@ def main(smk):
             batch_size=smk.params.predict["batch_size"],
             max_new_tokens=smk.params.predict["max_new_tokens"],
             train_questions=smk.params.predict["train_questions"],
+            questions=load_questions(smk.input.questions),
+            sentences=cohort_sentences(cohort, smk.params.spec),
+            weights=smk.params.weights,
         )
 
 

@@ -3,6 +3,7 @@
 import pandas as pd
 import torch
 
+from ctsurv.extraction.questions import load_questions
 from ctsurv.gpu import gpu_slots
 from ctsurv.scripting import run_step
 from ctsurv.vlm.stage2 import run_stage2
@@ -22,6 +23,7 @@ def main(smk):
             out=smk.output.model,
             stage1_dir=smk.input.get("stage1"),
             decoder_path=smk.params.decoder,
+            questions=load_questions(smk.input.questions),
         )
 
 

@@ -5,11 +5,24 @@ Instruction records are split into one row per (study, question) (:func:`questio
 (batches: :func:`ctsurv.vlm.data.collate`).  A Cox loss needs risk sets, so a training batch
 holds distinct patients, one question each, the question cycling over epochs
 (:func:`patient_batches`); validation asks each patient one question (:func:`one_question_each`).
+
+Every patient is asked the same questions (:func:`fixed_questions`): the configured list (or,
+without one, every question the instruction data asks), whether or not their report gave an
+answer.  A failed or rejected extraction leaves the question without a reference answer: in
+training that removes only its language-model target (the survival terms still see the
+patient with that question); at prediction no reference is needed.
+
+Memory at full size (INSPECT: 20,000 studies x 49 x 2048, 4 GB of float16): the visual tokens
+stay on disk.  :class:`StudyTokens` reads the rows a batch needs from the store's
+``tokens.npy`` (positioned reads, not a memory map whose touched pages would stay resident)
+and casts them to float32 for that batch only; tokenized examples are kept as int32 arrays.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import os
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -20,6 +33,73 @@ import torch
 from ..errors import DataError
 from ..survival.discretize import discretize
 from .prompt import IMAGE_TOKEN, tokenize_example
+
+log = logging.getLogger(__name__)
+
+
+class StudyTokens:
+    """The visual tokens of ``study_ids`` (N, T, C), read from a feature store on request.
+
+    Behaves as the (N, T, C) float32 array it stands for where stage 2 uses one: ``shape``,
+    ``len`` and indexing with a row position or a list of positions (``tokens[[3, 7]]`` reads
+    two studies).  Each read opens ``tokens.npy`` and reads the rows' bytes at their offsets,
+    so only what a batch needs is ever in memory, in float32 for that batch.
+
+    Args:
+        store: the :class:`~ctsurv.features.FeatureStore` (its ``tokens`` array).
+        study_ids: the studies, in the order of the positions.
+    """
+
+    def __init__(self, store, study_ids: Sequence[str]):
+        array = store.array("tokens")  # a memory map: only the header is read here
+        if array.ndim != 3:
+            raise DataError(f"feature store {store.path}: 'tokens' has shape {array.shape}; expected (N, T, C)")
+        self.path = Path(array.filename)
+        self.offset = int(array.offset)
+        self.disk_dtype = array.dtype
+        self.token_shape = tuple(int(n) for n in array.shape[1:])
+        self.row_bytes = int(np.prod(self.token_shape)) * array.dtype.itemsize
+        self.ids = [str(s) for s in study_ids]
+        missing = [s for s in self.ids if s not in store]
+        if missing:
+            raise DataError(f"feature store {store.path} lacks {len(missing)} studies (e.g. {missing[:3]}); re-run encode_images")
+        self.rows = np.fromiter((store._row[s] for s in self.ids), dtype=np.int64, count=len(self.ids))
+        del array
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (len(self.ids), *self.token_shape)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of all these studies' tokens on disk."""
+        return len(self.ids) * self.row_bytes
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, index) -> np.ndarray:
+        positions = np.asarray(index, dtype=np.int64)
+        single = positions.ndim == 0
+        positions = positions.reshape(-1)
+        out = np.empty((len(positions), *self.token_shape), dtype=np.float32)
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            for k, pos in enumerate(positions):
+                start = self.offset + int(self.rows[pos]) * self.row_bytes
+                raw = os.pread(fd, self.row_bytes, start)
+                if len(raw) != self.row_bytes:
+                    raise DataError(f"{self.path}: cut short at study '{self.ids[pos]}' (re-run encode_images)")
+                out[k] = np.frombuffer(raw, dtype=self.disk_dtype).reshape(self.token_shape)
+        finally:
+            os.close(fd)
+        return out[0] if single else out
+
+    def chunks(self, positions: Sequence[int], size: int = 256):
+        """The tokens of ``positions`` in chunks of ``size`` studies (a streamed fit)."""
+        positions = list(positions)
+        for start in range(0, len(positions), size):
+            yield self[positions[start:start + size]]
 
 
 def split_turns(record: Mapping, where: str = "") -> list[tuple[str, str, str]]:
@@ -78,25 +158,28 @@ class SurvivalExamples(torch.utils.data.Dataset):
         lost = sorted(set(questions["study_id"]) - set(pos))
         if lost:
             raise DataError(f"{where}: studies {lost[:5]} have no image features; re-run encode_images")
-        self.questions = questions.reset_index(drop=True)
-        self.features = torch.as_tensor(np.asarray(features, dtype=np.float32))
-        self.rows = [pos[s] for s in self.questions["study_id"]]
-        self.time = fu.loc[self.questions["study_id"], "time"].to_numpy(float)
-        self.event = fu.loc[self.questions["study_id"], "event"].to_numpy(float)
+        questions = questions.reset_index(drop=True)
+        self.features = features  # an array or :class:`StudyTokens`: rows are read per item
+        self.rows = np.fromiter((pos[s] for s in questions["study_id"]), dtype=np.int64, count=len(questions))
+        self.time = fu.loc[questions["study_id"], "time"].to_numpy(float)
+        self.event = fu.loc[questions["study_id"], "event"].to_numpy(float)
         self.idx = discretize(self.time, self.event, cuts)[0] if cuts is not None else np.zeros(len(self.time), np.int64)
-        tokens = self.features.shape[1]
-        self.encoded = [
-            tokenize_example(tokenizer, r.human, None if r.answer is None or pd.isna(r.answer) else r.answer,
-                             prompt_format, max_length, image_tokens=tokens, where=f"{where} study {r.study_id}")
-            for r in self.questions.itertuples()
-        ]
+        tokens = int(features.shape[1])
+        self.encoded = []
+        for r in questions.itertuples():
+            enc = tokenize_example(tokenizer, r.human, None if r.answer is None or pd.isna(r.answer) else r.answer,
+                                   prompt_format, max_length, image_tokens=tokens, where=f"{where} study {r.study_id}")
+            # int32 arrays: a 20,000-patient cohort's 120,000 examples as Python int lists would take GBs
+            self.encoded.append((np.asarray(enc["input_ids"], dtype=np.int32), np.asarray(enc["labels"], dtype=np.int32)))
+        self.questions = questions[["study_id", "question_id"]]
 
     def __len__(self) -> int:
         return len(self.questions)
 
     def __getitem__(self, i: int) -> dict:
-        enc = self.encoded[i]
-        return {"features": self.features[self.rows[i]], "input_ids": enc["input_ids"], "labels": enc["labels"],
+        input_ids, labels = self.encoded[i]
+        features = torch.from_numpy(np.asarray(self.features[int(self.rows[i])], dtype=np.float32))
+        return {"features": features, "input_ids": input_ids, "labels": labels,
                 "time": float(self.time[i]), "event": float(self.event[i]), "idx": int(self.idx[i]),
                 "study_id": self.questions.at[i, "study_id"], "question_id": self.questions.at[i, "question_id"]}
 
@@ -135,8 +218,11 @@ def one_question_each(table: pd.DataFrame) -> pd.DataFrame:
     return table[within == rank % size].reset_index(drop=True)
 
 
-def load_split_data(instructions: Mapping[str, str | Path], cohort: pd.DataFrame, store_path: str | Path):
-    """Question tables per split, the follow-up table and the visual tokens they need."""
+def load_split_data(instructions: Mapping[str, str | Path], cohort: pd.DataFrame, store_path: str | Path,
+                    extra: Sequence[str] = ()):
+    """Question tables per split, the follow-up table and the visual tokens they need
+    (:class:`StudyTokens`: read per batch).  ``extra``: more studies to read tokens of (those
+    with follow-up and features; a study the store lacks is left out with a warning)."""
     from ..features import FeatureStore
     from ..survival.baselines import survival_rows
 
@@ -153,4 +239,61 @@ def load_split_data(instructions: Mapping[str, str | Path], cohort: pd.DataFrame
     if missing:
         raise DataError(f"feature store {store_path} lacks {len(missing)} studies of the instruction data "
                         f"(e.g. {missing[:3]}); re-run encode_images")
-    return tables, followup, store.get(ids, name="tokens"), ids
+    more = set(map(str, extra)) & set(followup["study_id"]) - set(ids)
+    lacking = sorted(s for s in more if s not in store)
+    if lacking:
+        log.warning("%d studies without instruction records have no image features and are not asked (e.g. %s)",
+                    len(lacking), lacking[:3])
+    ids = sorted(set(ids) | (more - set(lacking)))
+    return tables, followup, StudyTokens(store, ids), ids
+
+
+def question_list(tables: Mapping[str, pd.DataFrame]) -> list[tuple[str, str]]:
+    """(question id, question text) of every question the instruction data asks, first seen first."""
+    seen: dict[str, str] = {}
+    for table in tables.values():
+        for qid, human in zip(table["question_id"], table["human"]):
+            if qid not in seen:
+                seen[qid] = human.split(IMAGE_TOKEN, 1)[1].lstrip("\n")
+    return list(seen.items())
+
+
+def fixed_questions(table: pd.DataFrame, questions: Sequence, sentences: Mapping[str, str | None] | None = None,
+                    where: str = "") -> pd.DataFrame:
+    """Every study asked every question: one row per (study, question) in the questions' order.
+
+    Args:
+        table: :func:`question_table` rows of a split (the reference answers there are).
+        questions: the question list: ``Question`` objects (``id``, ``text``, as
+            ``extraction.questions.load_questions`` gives) or (id, text) pairs.
+        sentences: study id -> clinical sentence (None: no sentence) for the studies to ask;
+            default: the studies of ``table``, each with the sentence of its own records.
+
+    Returns:
+        study_id, question_id, human (clinical sentence, ``<image>``, question, as
+        ``build_instructions`` writes it), answer (the reference, or None where the
+        extraction gave none).
+    """
+    from ..instructions import first_prompt
+
+    pairs = [(str(q.id), str(q.text)) if hasattr(q, "id") else (str(q[0]), str(q[1])) for q in questions]
+    known = {qid for qid, _ in pairs}
+    unknown = sorted(set(table["question_id"]) - known)
+    if unknown:
+        raise DataError(f"{where}instruction records ask questions {unknown} that are not in the question list "
+                        f"({sorted(known)}); rebuild the instructions with the current questions file")
+    reference = {(s, q): a for s, q, a in zip(table["study_id"], table["question_id"], table["answer"])}
+    own: dict[str, str | None] = {}
+    for sid, human in zip(table["study_id"], table["human"]):
+        if sid not in own:
+            own[sid] = human.split(IMAGE_TOKEN, 1)[0].rstrip("\n") or None
+    studies = dict(own) if sentences is None else dict(sentences)
+    rows = [{"study_id": sid, "question_id": qid, "human": first_prompt(sentence, text),
+             "answer": reference.get((sid, qid))}
+            for sid, sentence in studies.items() for qid, text in pairs]
+    asked = pd.DataFrame(rows, columns=["study_id", "question_id", "human", "answer"])
+    added = int(asked["answer"].isna().sum() - table["answer"].isna().sum())
+    if added:
+        log.info("%s%d of %d (study, question) pairs have no reference answer (asked all the same)", where, added,
+                 len(asked))
+    return asked

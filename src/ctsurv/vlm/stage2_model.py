@@ -54,6 +54,10 @@ class CTSurvivalVLM(nn.Module):
         z_surv, head_out = self.branch(pooled)
         return {"lm": out.loss, "pooled": pooled, "z": self.branch.standardize(pooled), "z_surv": z_surv, "out": head_out}
 
+    def gradient_checkpointing_enable(self) -> None:
+        """Recompute the decoder's activations in the backward pass (the trainer calls it)."""
+        self.vlm.gradient_checkpointing_enable()
+
     def risks(self, head_out: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
         """Risk per row (higher = earlier event) and, for DeepHit, S(c_k) (n, K)."""
         if self.head == "deepsurv":

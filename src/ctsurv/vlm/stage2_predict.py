@@ -67,14 +67,21 @@ def scoring_text(model: CTSurvivalVLM, table: pd.DataFrame, generated) -> pd.Ser
 
 def generate_for(model: CTSurvivalVLM, table: pd.DataFrame, features: np.ndarray, feature_ids: Sequence[str],
                  batch_size: int, max_new_tokens: int) -> list[str]:
-    """Greedy answers to ``table``'s prompts (eval mode)."""
+    """Greedy answers to ``table``'s prompts (eval mode); the visual tokens are read one chunk
+    of prompts at a time (a 20,000-patient cohort's would not fit in memory at once)."""
     from .generate import generate_answers
 
     pos = {sid: i for i, sid in enumerate(feature_ids)}
-    feats = torch.as_tensor(np.asarray(features[[pos[s] for s in table["study_id"]]], dtype=np.float32))
+    rows = [pos[s] for s in table["study_id"]]
+    humans = table["human"].tolist()
     model.eval()
-    return generate_answers(model.vlm, feats, table["human"].tolist(), max_new_tokens=max_new_tokens,
-                            batch_size=batch_size)
+    answers: list[str] = []
+    chunk = 8 * batch_size
+    for start in range(0, len(rows), chunk):
+        feats = torch.as_tensor(np.asarray(features[rows[start:start + chunk]], dtype=np.float32))
+        answers += generate_answers(model.vlm, feats, humans[start:start + chunk], max_new_tokens=max_new_tokens,
+                                    batch_size=batch_size)
+    return answers
 
 
 def predict_questions(model: CTSurvivalVLM, tables: Mapping[str, pd.DataFrame], followup: pd.DataFrame,

@@ -27,7 +27,7 @@ from ..errors import DataError
 from ..survival.discretize import make_cuts
 from .data import collate
 from .io import store_fingerprint
-from .stage2_data import SurvivalExamples, load_split_data, one_question_each, patient_batches
+from .stage2_data import SurvivalExamples, fixed_questions, load_split_data, one_question_each, patient_batches, question_list
 from .stage2_io import save_stage2
 from .stage2_loss import Stage2Loss
 from .stage2_model import CTSurvivalVLM, trainable_summary
@@ -71,26 +71,32 @@ class Stage2Settings:
 
 def build_stage2_model(head: str, pretrain: str, settings: Stage2Settings, stage1_dir=None, decoder_path=None,
                        vlm_options: Mapping | None = None, feature_dim: int = 0, tokens: int = 0,
-                       feature_fingerprint: str | None = None, cuts=None) -> CTSurvivalVLM:
+                       feature_fingerprint: str | None = None, cuts=None, weights: str = "auto") -> CTSurvivalVLM:
     """The model before stage 2, with the right parts frozen.
 
     ``with``: W and decoder from the stage-1 folder, W frozen, decoder (LoRA) trainable.
     ``without``: a fresh W on the untouched decoder; W and decoder (LoRA) trainable.
+    ``weights`` (config ``vlm.weights``): the decoder's dtype, as in stage 1 (auto: bf16 on a
+    GPU); a W that trains, the LoRA adapter and the branch stay float32.
     """
+    from .stage1 import weights_dtype
+
+    dtype = weights_dtype(weights)
     from . import model as vlm_model
     from .io import load
 
     if pretrain == "with":
         if stage1_dir is None:
             raise DataError("pretrain 'with' needs the stage-1 model folder")
-        vlm = load(stage1_dir, feature_fingerprint=feature_fingerprint, trainable=True)
+        vlm = load(stage1_dir, feature_fingerprint=feature_fingerprint, trainable=True, dtype=dtype)
         vlm.freeze(projector=True, decoder=False)
     elif pretrain == "without":
         opts = dict(vlm_options or {})
         torch.manual_seed(0)  # W and LoRA start the same in every process, as the branch does below
         vlm = vlm_model.build(decoder_path, feature_dim, tokens, projector=opts.get("projector", "linear"),
                               feature_norm=opts.get("feature_norm", "none"), lora=opts.get("lora"),
-                              feature_fingerprint=feature_fingerprint)
+                              feature_fingerprint=feature_fingerprint, dtype=dtype)
+        vlm.projector.float()  # W trains in fp32 even when the decoder is bf16 (as in stage 1)
         vlm.freeze(projector=False, decoder=False)
     else:
         raise ValueError(f"pretrain must be 'with' or 'without', got {pretrain!r}")
@@ -118,7 +124,8 @@ def fit_standardizer(model, data: SurvivalExamples, batch_size: int = 32, device
 def train_stage2(instructions: Mapping[str, str | Path], cohort: pd.DataFrame, store_path: str | Path, head: str,
                  pretrain: str, settings: Stage2Settings, train_settings, out_dir: str | Path, stage1_dir=None,
                  decoder_path=None, vlm_options: Mapping | None = None, restart: bool = False,
-                 branch_lr: float | None = None, max_new_tokens: int = 48) -> dict:
+                 branch_lr: float | None = None, max_new_tokens: int = 48, weights: str = "auto",
+                 questions=None) -> dict:
     """Train one stage-2 model; the best lands in ``out_dir/best``.
 
     The checkpoint is picked by the validation c-index of the six-question ensemble, scored
@@ -144,6 +151,11 @@ def train_stage2(instructions: Mapping[str, str | Path], cohort: pd.DataFrame, s
             at 2e-3, 40 demo steps moved its weights by less than their initial scale.
         max_new_tokens: answer length when validation is scored on generated answers
             (``pool: all``).
+        weights: the decoder's dtype (config ``vlm.weights``; :func:`build_stage2_model`).
+        questions: the question list every patient is asked (``Question`` objects or (id, text)
+            pairs; :func:`~.stage2_data.fixed_questions`); None: every question of the
+            instruction data.  A question without a reference answer trains the survival
+            terms only (no language-model target).
 
     Returns:
         Summary: steps, best step, its validation loss and c-index, trainable parameters, seconds.
@@ -159,10 +171,14 @@ def train_stage2(instructions: Mapping[str, str | Path], cohort: pd.DataFrame, s
                          settings.cuts)
     fingerprint = store_fingerprint(store_path)
     model = build_stage2_model(head, pretrain, settings, stage1_dir, decoder_path, vlm_options, feats.shape[2],
-                               feats.shape[1], fingerprint, cuts)
+                               feats.shape[1], fingerprint, cuts, weights)
     if pretrain == "without":  # a fresh W: its visual-token standardiser comes from this dataset's training patients
         pos = {sid: i for i, sid in enumerate(ids)}
-        model.vlm.fit_feature_norm([np.asarray(feats[[pos[s] for s in dict.fromkeys(tables["train"]["study_id"])]])])
+        model.vlm.fit_feature_norm(feats.chunks([pos[s] for s in dict.fromkeys(tables["train"]["study_id"])])
+                                   if hasattr(feats, "chunks") else
+                                   [np.asarray(feats[[pos[s] for s in dict.fromkeys(tables["train"]["study_id"])]])])
+    asked = question_list(tables) if questions is None else questions
+    tables = {s: fixed_questions(t, asked, where=f"{instructions[s]}: ") for s, t in tables.items()}
     tok, cfg = model.vlm.tokenizer, model.vlm.config
     val_questions = tables["val"]  # every question: the c-index of the ensemble
     tables["val"] = one_question_each(tables["val"])
@@ -173,7 +189,8 @@ def train_stage2(instructions: Mapping[str, str | Path], cohort: pd.DataFrame, s
     pad = tok.pad_token_id
     run_config = {"head": head, "pretrain": pretrain, "stage2": asdict(settings), "stage1": str(stage1_dir),
                   "decoder": str(decoder_path), "branch_lr": branch_lr,
-                  "feature_norm": model.vlm.config.feature_norm}
+                  "feature_norm": model.vlm.config.feature_norm, "weights": weights,
+                  "questions": [q.id if hasattr(q, "id") else q[0] for q in asked]}
     fitted: dict = {}
 
     def val_cindex(wrapped, accelerator) -> float:
