@@ -4,9 +4,10 @@
 
 Trains the same stage-2 model (config ``vlm.stage2``, pre-training ``--pretrain``) once per memory
 size from a finished workflow's files (instructions, cohort, image features, stage-1 model),
-then scores the validation and test patients (teacher-forced on the reference answers, no
-generation) and prints Harrell's c-index of each with CPU and wall seconds.  Writes nothing
-under ``--results``: models go to a temporary folder.
+then scores the validation and test patients as the workflow does (``pool: prompt``: on the
+prompt, no generation; ``pool: all``: on generated answers) and prints Harrell's c-index of each
+with CPU and wall seconds.  Writes nothing under ``--results``: models go to a temporary folder.
+Over several seeds: ``bench_stage2_seeds.py --ours mem0:with:risk_memory=0 ...``.
 """
 
 from __future__ import annotations

@@ -138,3 +138,30 @@ def test_baseline_paths_cover_every_model_and_modality():
     assert feature_inputs("d", "clinical") == {}
     assert truth_input("demo_lung", ["demo_lung"], "raw") == {"truth": "raw/demo_lung/truth.parquet"}
     assert truth_input("real", ["demo_lung"], "raw") == {}
+
+
+def test_input_dimension_and_weight_decay_are_chosen_on_validation(cohort_and_stores):
+    """Every (dimension, weight decay) pair is fitted; the best validation c-index is kept and
+    recorded; one pair is the plain fit."""
+    import json
+
+    from ctsurv.survival.coxnet import cindex
+
+    cohort, stores, tmp = cohort_and_stores
+    out = tmp / "chosen"
+    train_baseline(cohort, "deepsurv", "image", [], stores, SETTINGS, out, input_dims=[2, None], weight_decays=[0.0, 0.1])
+    choice = json.loads((out / "input.json").read_text(encoding="utf-8"))
+    assert len(choice["candidates"]) == 4
+    best = max(c["val_cindex"] for c in choice["candidates"])
+    assert choice["val_cindex"] == best and (choice["dims"], choice["weight_decay"]) in {
+        (c["dims"], c["weight_decay"]) for c in choice["candidates"] if c["val_cindex"] == best}
+    p = pd.read_parquet(out / "predictions.parquet")
+    val = p[p["split"] == "val"]
+    assert cindex(val["time"], val["event"], val["risk"]) == pytest.approx(choice["val_cindex"], abs=1e-4)
+    # one candidate: the same model as without the option
+    train_baseline(cohort, "deepsurv", "image", [], stores, SETTINGS, tmp / "plain")
+    train_baseline(cohort, "deepsurv", "image", [], stores, SETTINGS, tmp / "one", input_dims=[None])
+    a, b = (pd.read_parquet(tmp / d / "predictions.parquet")["risk"].to_numpy() for d in ("plain", "one"))
+    assert np.array_equal(a, b)
+    with pytest.raises(ConfigError, match="add null to survival.input_dims"):
+        train_baseline(cohort, "deepsurv", "image", [], stores, SETTINGS, tmp / "bad", input_dims=[500])

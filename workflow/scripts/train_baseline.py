@@ -21,6 +21,8 @@ def main(smk):
         stores=stores,
         settings=ModelSettings.from_config(survival, seed=survival["seed"]),
         out_dir=out_dir,
+        input_dims=survival.get("input_dims", [None]),
+        weight_decays=survival.get("weight_decays"),
     )
     evaluate_baseline(
         out_dir,

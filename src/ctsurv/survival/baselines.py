@@ -76,6 +76,51 @@ def load_features(
     return rows, np.concatenate(parts, axis=1), names
 
 
+def select_inputs(model: str, settings: ModelSettings, x: np.ndarray, time: np.ndarray, event: np.ndarray,
+                  train: np.ndarray, val: np.ndarray, input_dims: Sequence[int | None] = (None,),
+                  weight_decays: Sequence[float] | None = None):
+    """Fit ``model`` once per (input dimension, weight decay) and keep the best on validation.
+
+    ``x`` is the standardised dense features; a dimension k projects them onto their first k
+    principal components (fitted on the training rows; None keeps every feature).  The
+    validation rows also drive each fit's early stopping, as for a single fit.
+
+    Returns:
+        (fitted model, its input matrix for every row, the choice: dims, weight_decay,
+        val_cindex and every candidate's val c-index).
+    """
+    import copy
+
+    from .coxnet import cindex
+
+    decays = list(weight_decays) if weight_decays else [settings.train.weight_decay]
+    components = None
+    if any(k is not None for k in input_dims):
+        z = x[train] - x[train].mean(0)
+        components = np.linalg.svd(z, full_matrices=False)[2]
+    best, tried = None, []
+    for k in input_dims:
+        if k is not None and k >= min(len(train), x.shape[1]):
+            continue
+        xk = x if k is None else (x - x[train].mean(0)) @ components[:k].T
+        for wd in decays:
+            s = copy.deepcopy(settings)
+            s.train.weight_decay = float(wd)
+            m = build_model(model, s)
+            m.fit(xk[train], time[train], event[train], xk[val], time[val], event[val])
+            c = cindex(time[val], event[val], m.predict_risk(xk[val]))
+            tried.append({"dims": k, "weight_decay": float(wd), "val_cindex": round(c, 4)})
+            if best is None or (np.isfinite(c) and not (c <= best[0])):
+                best = (c, m, xk, tried[-1])
+    if best is None:
+        raise ConfigError(f"no input dimension in {list(input_dims)} fits {x.shape[1]} features and {len(train)} "
+                          "training rows; add null to survival.input_dims")
+    c, m, xk, choice = best
+    if len(tried) > 1:
+        log.info("%s: input chosen on validation %s (of %s)", model, choice, tried)
+    return m, xk.astype(np.float32), {**choice, "candidates": tried}
+
+
 def _split(rows, name):
     return np.flatnonzero(rows["split"].to_numpy() == name)
 
@@ -89,6 +134,8 @@ def train_baseline(
     settings: ModelSettings,
     out_dir: str | Path,
     val_fraction: float = 0.2,
+    input_dims: Sequence[int | None] = (None,),
+    weight_decays: Sequence[float] | None = None,
 ) -> dict:
     """Fit one baseline and write its predictions.
 
@@ -106,6 +153,11 @@ def train_baseline(
         out_dir: output folder.
         val_fraction: when the val split has no events, this share of train is held out
             for early stopping instead.
+        input_dims, weight_decays: candidate input dimensions (principal components of the
+            standardised dense features, fitted on train; None: every feature) and weight
+            decays (None: the settings') of the networks on text / image / both features; each
+            pair is fitted and the one with the best validation c-index is kept
+            (:func:`select_inputs`; ``input.json`` records the choice).  One pair fits once.
 
     Returns:
         A summary dict (n per split, epochs, fit seconds).
@@ -131,9 +183,14 @@ def train_baseline(
             log.warning("val split has %d rows and %d events: holding out %.0f%% of train for early stopping",
                         len(val), int(event[val].sum()), 100 * val_fraction)
             train, val = split_validation(train, event, val_fraction, settings.train.seed)
-        m.fit(x[train], time[train], event[train], x[val], time[val], event[val])
+        if dense is not None:
+            m, x, choice = select_inputs(model, settings, x, time, event, train, val, input_dims, weight_decays)
+        else:
+            m.fit(x[train], time[train], event[train], x[val], time[val], event[val])
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    if model != "coxph" and dense is not None:
+        (out / "input.json").write_text(json.dumps(choice, indent=2), encoding="utf-8")
     risk = m.predict_risk(x)
     pd.DataFrame(
         {"study_id": rows["study_id"].astype(str), "split": rows["split"].astype(str), "time": time,
