@@ -30,7 +30,7 @@ rule train_stage2:
         pretrain="with|without",
     threads: 1
     resources:
-        gpu=1,
+        **step_resources(1),
     log:
         "results/logs/train_stage2/{dataset}/{head}_{pretrain}.log",
     benchmark:
@@ -69,7 +69,7 @@ rule predict_stage2:
         pretrain="with|without",
     threads: 1
     resources:
-        gpu=1,
+        **step_resources(1),
     log:
         "results/logs/predict_stage2/{dataset}/{head}_{pretrain}.log",
     benchmark:

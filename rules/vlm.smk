@@ -43,8 +43,10 @@ rule train_stage1:
     # busy 2-core machine loses a lot to threads waiting on each other (GPU runs need no more)
     threads: 1
     resources:
-        gpu=config["vlm"]["stage1"]["gpus"],
+        **step_resources(config["vlm"]["stage1"]["gpus"], runtime=2880, cpus_per_task=16),
     log:
+    # GPU partition (ctsurv.gpu.step_resources): one SLURM job holds every GPU, and
+    # accelerate launch starts the processes inside its one task; 48 h (it resumes if cut)
         "results/logs/train_stage1/train_stage1.log",
     benchmark:
         "results/benchmarks/train_stage1/train_stage1.tsv"
