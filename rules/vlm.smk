@@ -42,11 +42,11 @@ rule train_stage1:
     # one CPU thread: the demo decoder's small matrices gain little from a second one, and a
     # busy 2-core machine loses a lot to threads waiting on each other (GPU runs need no more)
     threads: 1
+    # GPU partition (ctsurv.gpu.step_resources): one SLURM job holds every GPU, and
+    # accelerate launch starts the processes inside its one task; 48 h (it resumes if cut)
     resources:
         **step_resources(config["vlm"]["stage1"]["gpus"], runtime=2880, cpus_per_task=16),
     log:
-    # GPU partition (ctsurv.gpu.step_resources): one SLURM job holds every GPU, and
-    # accelerate launch starts the processes inside its one task; 48 h (it resumes if cut)
         "results/logs/train_stage1/train_stage1.log",
     benchmark:
         "results/benchmarks/train_stage1/train_stage1.tsv"
