@@ -1,6 +1,7 @@
 # The CT vision-language model: the demo decoder and stage 1 (visual instruction tuning on the
 # pretrain datasets' QA), with its evaluation on their test splits.  Logic: ctsurv.vlm.
 
+from ctsurv.vlm.locate import imaging_params
 from ctsurv.vlm.paths import DEMO_DECODER, STAGE1_MODEL, decoder_folder, stage1_data, stage1_inputs
 
 
@@ -37,6 +38,8 @@ rule train_stage1:
     params:
         data=stage1_data(PRETRAIN_DATASETS),
         decoder=decoder_folder(config["vlm"]),
+        # the encoder + preprocessing that made the stores, recorded in the model folder
+        imaging=imaging_params(config["imaging"]),
         vlm=config["vlm"],
         lock_dir=config["gpu"]["lock_dir"],
     # one CPU thread: the demo decoder's small matrices gain little from a second one, and a

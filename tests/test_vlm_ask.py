@@ -106,3 +106,51 @@ def test_ask_with_a_cached_study(setup, tmp_path, capsys):
     other = tiny_store(tmp_path / "other", ["a"], tokens=4, dim=64, fingerprint="another-encoder")
     code, _, err = _ask(capsys, root / "with_encoder", "--features", other, "--study", "a", "--question", "q")
     assert code == 1 and "another image encoder" in err
+
+
+def test_ask_from_an_empty_folder_on_a_moved_model_needs_no_flag(tmp_path, capsys, monkeypatch):
+    """A LoRA model whose folder records its encoder (a checkpoint file, copied in) and decoder:
+    copied elsewhere with the original checkpoint gone, asked from an empty folder."""
+    import shutil
+
+    from safetensors.torch import save_file
+
+    from ctsurv.imaging.encode import encoder_fingerprint
+    from ctsurv.imaging.merlin import CHECKPOINT_PREFIX, build_encoder
+    from ctsurv.vlm.locate import encoder_record
+    from vlm_fixtures import LORA
+
+    monkeypatch.delenv("CTSURV_MODEL_PATH", raising=False)
+    encoder = build_encoder(None, [1, 1, 1, 1], 2, 3)
+    ckpt = tmp_path / "train" / "enc.safetensors"
+    ckpt.parent.mkdir()
+    save_file({CHECKPOINT_PREFIX + k: v.contiguous() for k, v in encoder.state_dict().items()}, str(ckpt))
+    meta = {"fingerprint": encoder_fingerprint(encoder, 49, "fp32"), "precision": "fp32", "tokens": 49}
+    record = encoder_record({**ENCODER, "checkpoint": str(ckpt)}, ENCODER["spacing"], ENCODER["size"], meta)
+    shutil.copytree(cached_decoder(), tmp_path / "train" / "decoder")
+    torch.manual_seed(0)
+    model = build(tmp_path / "train" / "decoder", feature_dim=64, tokens=4, lora=LORA,
+                  feature_fingerprint=meta["fingerprint"], encoder=record)
+    save(model, tmp_path / "train" / "models" / "stage1")
+    ct = _ct(tmp_path / "ct.nii.gz")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    monkeypatch.chdir(empty)
+    argv = ("--image", ct, "--question", QUESTIONS[0], "--clinical", SENTENCES[0], "--max-new-tokens", 5)
+    code, first, err = _ask(capsys, tmp_path / "train" / "models" / "stage1", *argv)
+    assert code == 0, err
+    # the whole training tree copied elsewhere, the original gone (checkpoint included)
+    shutil.copytree(tmp_path / "train", tmp_path / "elsewhere")
+    shutil.rmtree(tmp_path / "train")
+    code, moved, err = _ask(capsys, tmp_path / "elsewhere" / "models" / "stage1", *argv)
+    assert code == 0 and moved == first, err
+    # only the model folder copied to a third place: its decoder is named by hash
+    shutil.copytree(tmp_path / "elsewhere" / "models" / "stage1", tmp_path / "third" / "stage1")
+    shutil.rmtree(tmp_path / "elsewhere" / "decoder")
+    code, _, err = _ask(capsys, tmp_path / "third" / "stage1", *argv)
+    assert code == 1 and f"needs its base decoder, hash {model.config.decoder_hash}" in err and "Traceback" not in err
+    # the copied-in checkpoint is what the model uses: another file there is refused by its sha256
+    (tmp_path / "third" / "stage1" / "encoder" / "enc.safetensors").write_bytes(b"not it")
+    shutil.copytree(cached_decoder(), tmp_path / "dec")
+    code, _, err = _ask(capsys, tmp_path / "third" / "stage1", *argv, "--decoder", tmp_path / "dec")
+    assert code == 1 and "(another file)" in err and "--encoder-checkpoint" in err

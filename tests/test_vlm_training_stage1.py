@@ -172,3 +172,35 @@ def test_projector_learning_rate_is_its_own_group(dataset, tmp_path, monkeypatch
     with pytest.raises(Stop):
         train_stage1([dataset], cached_decoder(), tmp_path / "m", _vlm())
     assert seen["lr_groups"] is None and "projector_lr" not in seen["run_config"]
+
+
+def test_the_published_model_records_the_encoder_that_made_the_store(dataset, tmp_path, caplog):
+    from ctsurv.imaging.encode import encoder_fingerprint
+    from ctsurv.imaging.merlin import build_encoder
+    from ctsurv.vlm.locate import imaging_params
+
+    imaging = {"spacing": [4.0, 4.0, 6.0], "size": [64, 64, 16], "on_bad_image": "error",
+               "encoder": {"checkpoint": None, "layers": [1, 1, 1, 1], "width": 2, "seed": 5, "tokens": 49,
+                           "precision": "auto", "batch_size": 2}}
+    made_it = encoder_fingerprint(build_encoder(None, [1, 1, 1, 1], 2, 5), 49, "bf16")
+    meta = json.loads((dataset.features / "encoder.json").read_text())
+    (dataset.features / "encoder.json").write_text(json.dumps({**meta, "fingerprint": made_it, "tokens": 49,
+                                                               "precision": "bf16"}))
+    out = tmp_path / "models" / "stage1"
+    train_stage1([dataset], cached_decoder(), out, _vlm(max_steps=2, eval_every=2, checkpoint_every=2),
+                 imaging=imaging_params(imaging))
+    saved = json.loads((out / "vlm.json").read_text())
+    assert saved["encoder"] == {"checkpoint": None, "checkpoint_sha256": None, "checkpoint_absolute": None,
+                                "checkpoint_relative": None, "checkpoint_copy": None, "layers": [1, 1, 1, 1],
+                                "width": 2, "seed": 5, "tokens": 49, "spacing": [4.0, 4.0, 6.0], "size": [64, 64, 16],
+                                "precision": "bf16", "fingerprint": made_it}
+    # relative to the published folder (not to the training's best/ it was first saved in)
+    decoder = saved["decoder_location"]
+    assert (out / decoder["relative"]).resolve() == cached_decoder().resolve()
+    # settings that did not make the store are not recorded (ask would refuse them)
+    imaging["encoder"]["seed"] = 6
+    other = tmp_path / "models" / "other"
+    train_stage1([dataset], cached_decoder(), other, _vlm(max_steps=2, eval_every=2, checkpoint_every=2),
+                 imaging=imaging_params(imaging))
+    assert json.loads((other / "vlm.json").read_text())["encoder"] is None
+    assert "does not give the feature store's fingerprint" in caplog.text

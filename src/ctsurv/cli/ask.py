@@ -3,9 +3,10 @@
 Two sources of visual tokens:
 
 * ``--image CT_FILE``: the file is read, run through Merlin's preprocessing and the image
-  encoder, end to end.  The encoder (checkpoint, layers, width, seed, tokens) and the
-  preprocessing grid (spacing, size) come from the model folder's ``vlm.json`` when the
-  training recorded them, else from the ``--encoder-*``/``--spacing``/``--size`` flags
+  encoder, end to end.  The encoder (checkpoint, layers, width, seed, tokens, precision) and
+  the preprocessing grid (spacing, size) come from the model folder's ``vlm.json``, as the
+  training recorded them (:mod:`ctsurv.vlm.locate`: the checkpoint is a copy inside the folder
+  or found by its sha256), else from the ``--encoder-*``/``--spacing``/``--size`` flags
   (which also override the recorded ones).  The encoder's fingerprint must match the one
   the model was trained on.
 * ``--features STORE --study ID``: a study already in a feature store.
@@ -40,8 +41,16 @@ def register(subparsers) -> None:
     p.add_argument("--clinical", default=None, help="clinical sentence placed before the image (as in training)")
     p.add_argument("--max-new-tokens", type=positive_int, default=64, help="longest answer in tokens (default 64)")
     p.add_argument("--device", default=None, help="cuda, cpu, ... (default: cuda when available)")
-    p.add_argument("--decoder", type=Path, default=None, help="base decoder folder, if it moved (LoRA models)")
-    enc = p.add_argument_group("image encoder and preprocessing (--image; default: as recorded in vlm.json)")
+    p.add_argument("--decoder", type=Path, default=None,
+                   help="base decoder folder, if it cannot be found (LoRA models; default: where vlm.json records it, "
+                   "else by its hash beside the model folder or in $CTSURV_MODEL_PATH)")
+    add_encoder_flags(p)
+    p.set_defaults(func=_run)
+
+
+def add_encoder_flags(parser) -> None:
+    """The ``--image`` encoder flags (shared with ``ctsurv predict``); default: as recorded in vlm.json."""
+    enc = parser.add_argument_group("image encoder and preprocessing (--image; default: as recorded in vlm.json)")
     enc.add_argument("--encoder-checkpoint", type=Path, default=None, help="encoder checkpoint (.pt / .safetensors)")
     enc.add_argument("--encoder-layers", type=positive_int, nargs=4, default=None, help="blocks per stage")
     enc.add_argument("--encoder-width", type=positive_int, default=None, help="stem channels")
@@ -49,8 +58,8 @@ def register(subparsers) -> None:
     enc.add_argument("--tokens", type=int, choices=[49, 490], default=None, help="49 (mean over z) or 490")
     enc.add_argument("--spacing", type=positive_float, nargs=3, metavar=("X", "Y", "Z"), default=None, help="mm")
     enc.add_argument("--size", type=positive_int, nargs=3, metavar=("X", "Y", "Z"), default=None, help="voxels")
+    enc.add_argument("--encoder-precision", choices=["fp32", "bf16"], default=None, help="precision of the encoding")
     enc.add_argument("--no-ct-check", action="store_true", help="accept images whose values do not look like CT HU")
-    p.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -83,74 +92,38 @@ def _run(args: argparse.Namespace) -> int:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     model = load(args.model, device=device, decoder=args.decoder)
     if args.features is not None:
-        features = _store_features(model, args.features, args.study)
+        features = store_features(model, args.features, args.study)
     else:
-        features = _image_features(model, args)
+        features = image_features(model, args, device)
     human = first_prompt(args.clinical, args.question)
     answer = generate_answers(model, features, [human], max_new_tokens=args.max_new_tokens, batch_size=1)[0]
     print(answer)
     return 0
 
 
-def _store_features(model, store_path: Path, study: str):
-    import json
-
+def store_features(model, store_path: Path, study: str):
+    """(1, T, C) tokens of a cached study, the store's encoder checked against the model's."""
     from ..errors import DataError
     from ..features import FeatureStore
-    from ..vlm.io import check_fingerprint
+    from ..vlm.io import check_fingerprint, store_fingerprint
 
     store = FeatureStore(store_path)
-    meta = store_path / "encoder.json"
-    if meta.is_file():
-        check_fingerprint(model.config, model.folder, json.loads(meta.read_text(encoding="utf-8")).get("fingerprint"),
-                          f"the feature store {store_path}")
+    check_fingerprint(model.config, model.folder, store_fingerprint(store_path), f"the feature store {store_path}")
     if study not in store:
         raise DataError(f"--study {study}: not in the feature store {store_path}")
     return store.get([study], name="tokens")
 
 
-def encoder_config(recorded: dict | None, args: argparse.Namespace) -> dict:
-    """Encoder + preprocessing settings: ``vlm.json``'s, overridden by the flags given."""
-    from ..errors import DataError
-
-    settings = dict(recorded or {})
-    flags = {"checkpoint": args.encoder_checkpoint, "layers": args.encoder_layers, "width": args.encoder_width,
-             "seed": args.encoder_seed, "tokens": args.tokens, "spacing": args.spacing, "size": args.size}
-    for key, value in flags.items():
-        if value is not None:
-            settings[key] = str(value) if key == "checkpoint" else value
-    settings.setdefault("checkpoint", None)
-    settings.setdefault("seed", 0)
-    missing = [k for k in ("layers", "width", "tokens", "spacing", "size") if settings.get(k) is None]
-    if missing:
-        flags_needed = ", ".join("--" + ("encoder-" + k if k in ("layers", "width") else k) for k in missing)
-        raise DataError(f"the model folder records no image encoder settings ({', '.join(missing)} unknown); "
-                        f"pass {flags_needed} (and --encoder-checkpoint for a trained encoder), or use --features")
-    return settings
+def encoder_overrides(args: argparse.Namespace) -> dict:
+    """The ``--encoder-*``/``--tokens``/``--spacing``/``--size`` flags given (None: not given)."""
+    return {"checkpoint": args.encoder_checkpoint, "layers": args.encoder_layers, "width": args.encoder_width,
+            "seed": args.encoder_seed, "tokens": args.tokens, "spacing": args.spacing, "size": args.size,
+            "precision": args.encoder_precision}
 
 
-def _image_features(model, args: argparse.Namespace):
-    import numpy as np
-    import torch
+def image_features(model, args: argparse.Namespace, device: str = "cpu"):
+    """(1, T, C) tokens of ``args.image`` with the model's recorded encoder (or the flags)."""
+    from ..vlm.image_tokens import encoder_settings, image_tokens
 
-    from ..errors import DataError
-    from ..imaging.encode import encoder_fingerprint
-    from ..imaging.io import read_ct
-    from ..imaging.merlin import build_encoder, token_mode
-    from ..imaging.preprocess import preprocess_volume
-    from ..vlm.io import check_fingerprint
-
-    settings = encoder_config(model.config.encoder, args)
-    encoder = build_encoder(settings["checkpoint"], settings["layers"], settings["width"], settings["seed"])
-    check_fingerprint(model.config, model.folder, encoder_fingerprint(encoder, int(settings["tokens"])),
-                      "the encoder from vlm.json / the --encoder-* flags")
-    volume = read_ct(args.image, study_id=args.image.name, check_ct=not args.no_ct_check)
-    array = preprocess_volume(volume, settings["spacing"], settings["size"]).array
-    with torch.inference_mode():
-        _, tokens = encoder.encode(torch.from_numpy(np.ascontiguousarray(array))[None, None],
-                                   token_mode(int(settings["tokens"])))
-    if tokens.shape[1] != model.config.tokens:
-        raise DataError(f"the encoder gives {tokens.shape[1]} visual tokens for a {'x'.join(map(str, settings['size']))} "
-                        f"grid; the model was trained on {model.config.tokens}: use the training's --size and --tokens")
-    # Feature stores hold float16: round the same way so the model sees what it was trained on.
-    return tokens.to(torch.float16).float().numpy()
+    settings = encoder_settings(model.config.encoder, encoder_overrides(args), model.folder)
+    return image_tokens(model, args.image, settings, check_ct=not args.no_ct_check, device=device)

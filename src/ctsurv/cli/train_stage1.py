@@ -27,6 +27,7 @@ def register(subparsers) -> None:
     parser.add_argument("--out", type=Path, required=True, help="model folder to write (training state in OUT.train/)")
     parser.add_argument("--config", type=Path, help="ctsurv config file whose 'vlm' section is used (default: config/config.yaml here, else the demo's)")
     parser.add_argument("--vlm-json", type=Path, help=argparse.SUPPRESS)  # the vlm section, from the workflow
+    parser.add_argument("--imaging-json", type=Path, help=argparse.SUPPRESS)  # the encoder to record, from the workflow
     parser.add_argument("--max-steps", type=positive_int, help="override vlm.stage1.max_steps")
     parser.add_argument("--restart", action="store_true", help="delete an interrupted run's checkpoints and start over")
     parser.add_argument("--zero-images", action="store_true", help="train on zeroed visual tokens (the no-image control)")
@@ -53,15 +54,21 @@ def run(args) -> int:
     check_outputs(inputs=inputs, folders=[("--out", args.out), ("--out", training_dir(args.out))])
     check_replaceable("--out", args.out, "vlm.json", "model folder")
 
+    from ..vlm.locate import imaging_params
+
     if args.vlm_json:
         vlm = json.loads(args.vlm_json.read_text(encoding="utf-8"))
+        imaging = json.loads(args.imaging_json.read_text(encoding="utf-8")) if args.imaging_json else None
     else:
         config = validate_config(load_yaml(args.config or default_config()), schema=config_schema())
         vlm = config["vlm"]
+        # the model folder records the encoder that made the stores (checked against their fingerprint)
+        imaging = imaging_params(config["imaging"])
     if args.max_steps:
         vlm["stage1"]["max_steps"] = args.max_steps
     data = [Stage1Data(instructions, features) for instructions, features in args.data]
-    result = train_stage1(data, args.decoder, args.out, vlm, restart=args.restart, zero_images=args.zero_images)
+    result = train_stage1(data, args.decoder, args.out, vlm, restart=args.restart, zero_images=args.zero_images,
+                          imaging=imaging)
     print(f"stage 1: {result.steps} steps, best validation loss {result.best_val_loss} at step {result.best_step} "
           f"-> {args.out}")
     return 0

@@ -84,7 +84,8 @@ def save(model: CTVisionLanguageModel, folder: str | Path, state_dict: Mapping[s
             model.tokenizer.save_pretrained(tmp / DECODER_DIR)
         model.tokenizer.save_pretrained(tmp)
         config = copy.deepcopy(model.config)
-        record_locations(config, tmp, final=folder)  # relative paths from where the folder will be
+        # relative paths from where the folder will be; a small encoder checkpoint copied in
+        record_locations(config, tmp, final=folder, source=getattr(model, "folder", None))
         config.to_json(tmp / CONFIG_FILE)
         if folder.exists():
             old = folder.parent / f".{folder.name}.old"

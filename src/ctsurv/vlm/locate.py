@@ -130,23 +130,32 @@ def _relative(target: str | None, folder: Path) -> str | None:
     return os.path.relpath(target, os.path.realpath(folder))
 
 
-def record_locations(config, folder: Path, final: Path | None = None) -> None:
+def record_locations(config, folder: Path, final: Path | None = None, source: str | Path | None = None) -> None:
     """Fill the folder-relative parts of ``config`` for a model written to ``folder``.
 
-    Copies a small encoder checkpoint into ``folder/encoder/``; relative paths are computed
-    from ``final`` (where the folder will live; default ``folder``).
+    Copies a small encoder checkpoint into ``folder/encoder/`` (from its recorded place, or
+    from ``source``, the folder the model was loaded from); relative paths are computed from
+    ``final`` (where the folder will live; default ``folder``).
     """
     final = Path(final or folder)
     if config.decoder_location:
         config.decoder_location["relative"] = _relative(config.decoder_location.get("absolute"), final)
     enc = config.encoder
-    if enc and enc.get("checkpoint_absolute"):
-        source = Path(enc["checkpoint_absolute"])
-        if enc.get("checkpoint_copy") is None and source.is_file() and source.stat().st_size <= COPY_LIMIT:
+    if not enc or not enc.get("checkpoint_absolute"):
+        return
+    places = [Path(enc["checkpoint_absolute"])]
+    if source is not None and enc.get("checkpoint_copy"):
+        places.insert(0, Path(source) / enc["checkpoint_copy"])
+    enc["checkpoint_copy"] = None
+    for place in places:
+        if place.is_file() and place.stat().st_size <= COPY_LIMIT and file_sha256(place) == enc["checkpoint_sha256"]:
             (folder / ENCODER_DIR).mkdir(exist_ok=True)
-            shutil.copy2(source, folder / ENCODER_DIR / source.name)
-            enc["checkpoint_copy"] = f"{ENCODER_DIR}/{source.name}"
-        enc["checkpoint_relative"] = _relative(enc["checkpoint_absolute"], final)
+            name = Path(enc["checkpoint_absolute"]).name
+            if os.path.realpath(place) != os.path.realpath(folder / ENCODER_DIR / name):
+                shutil.copy2(place, folder / ENCODER_DIR / name)
+            enc["checkpoint_copy"] = f"{ENCODER_DIR}/{name}"
+            break
+    enc["checkpoint_relative"] = _relative(enc["checkpoint_absolute"], final)
 
 
 def relocate(folder: str | Path) -> None:
@@ -155,7 +164,7 @@ def relocate(folder: str | Path) -> None:
 
     folder = Path(folder)
     config = VLMConfig.from_json(folder / CONFIG_FILE)
-    record_locations(config, folder)
+    record_locations(config, folder, source=folder)
     config.to_json(folder / CONFIG_FILE)
 
 
@@ -263,3 +272,37 @@ def encoder_checkpoint(encoder: dict, folder: str | Path) -> Path | None:
         f"model {folder} was trained on features of the encoder checkpoint {spec} (sha256 {str(want)[:16]}), which is "
         f"not at {'; '.join(tried)}. Pass it with --encoder-checkpoint"
     )
+
+
+def imaging_params(imaging: dict) -> dict:
+    """The ``imaging`` keys a model folder records (rule train_stage1/train_stage2's params)."""
+    enc = imaging["encoder"]
+    return {"spacing": list(imaging["spacing"]), "size": list(imaging["size"]),
+            "encoder": {k: enc[k] for k in ("checkpoint", "layers", "width", "seed", "tokens") if k in enc}}
+
+
+def encoder_record_for(imaging: dict | None, store_meta: dict, what: str = "model") -> dict | None:
+    """:func:`encoder_record` of ``imaging`` (:func:`imaging_params`), checked against the store it
+    made; None (with a warning) when there is no imaging section or it did not make the store."""
+    if imaging is None:
+        return None
+    try:
+        record = encoder_record(imaging["encoder"], imaging["spacing"], imaging["size"], store_meta)
+        verified = verify_encoder_record(record)
+    except CtsurvError as err:  # e.g. the checkpoint is not there any more
+        log.warning("the %s records no image encoder: %s", what, err)
+        return None
+    if not verified:
+        log.warning("the %s records no image encoder: imaging.encoder (%s) does not give the feature store's "
+                    "fingerprint %s (the store was made with other settings); ctsurv ask --image will need "
+                    "the --encoder-* flags", what, record["checkpoint"], str(record["fingerprint"])[:16])
+        return None
+    return record
+
+
+def read_store_meta(store: str | Path) -> dict:
+    """A feature store's ``encoder.json`` ({} when it has none)."""
+    import json
+
+    meta = Path(store) / "encoder.json"
+    return json.loads(meta.read_text(encoding="utf-8")) if meta.is_file() else {}

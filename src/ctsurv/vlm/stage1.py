@@ -61,9 +61,14 @@ def weights_dtype(name: str) -> torch.dtype:
     return {"fp32": torch.float32, "bf16": torch.bfloat16}[name]
 
 
-def build_stage1_model(decoder: str | Path, stores: Sequence[FeatureStore], vlm: Mapping):
-    """A new model sized for the stores' visual tokens, with LoRA or full fine-tuning."""
+def build_stage1_model(decoder: str | Path, stores: Sequence[FeatureStore], vlm: Mapping, imaging: Mapping | None = None):
+    """A new model sized for the stores' visual tokens, with LoRA or full fine-tuning.
+
+    ``imaging``: :func:`.locate.imaging_params` of the config; the model folder then records
+    the encoder and preprocessing that made the stores (``ctsurv ask --image`` needs no flag).
+    """
     from . import build
+    from .locate import encoder_record_for, read_store_meta
 
     shapes = {tuple(s.array("tokens").shape[1:]) for s in stores}
     prints = {store_fingerprint(s) for s in stores}
@@ -76,7 +81,8 @@ def build_stage1_model(decoder: str | Path, stores: Sequence[FeatureStore], vlm:
     model = build(decoder, feature_dim=dim, tokens=tokens, projector=vlm["projector"],
                   feature_norm=vlm.get("feature_norm", "none"), lora=lora,
                   feature_fingerprint=prints.pop(), dtype=weights_dtype(vlm["weights"]),
-                  prompt_format=vlm.get("prompt_format"))
+                  prompt_format=vlm.get("prompt_format"),
+                  encoder=encoder_record_for(imaging, read_store_meta(stores[0].path), "stage-1 model"))
     model.projector.float()  # W trains in fp32 even when the frozen decoder is bf16
     model.freeze(projector=False, decoder=False)
     return model
@@ -136,7 +142,7 @@ def lm_loss(model, batch: dict) -> dict:
 
 
 def train_stage1(data: Sequence[Stage1Data], decoder: str | Path, out: str | Path, vlm: Mapping,
-                 restart: bool = False, zero_images: bool = False) -> TrainResult:
+                 restart: bool = False, zero_images: bool = False, imaging: Mapping | None = None) -> TrainResult:
     """Train stage 1 and write the best model to ``out`` (see the module docstring).
 
     Args:
@@ -147,6 +153,8 @@ def train_stage1(data: Sequence[Stage1Data], decoder: str | Path, out: str | Pat
         restart: delete an interrupted run's checkpoints instead of resuming it.
         zero_images: train (and validate) with every visual token zeroed, the control of
             ``benchmarks/bench_stage1_images.py``.
+        imaging: the encoder and preprocessing to record in the model folder
+            (:func:`.locate.imaging_params`; None records none).
     """
     from functools import partial
 
@@ -161,7 +169,7 @@ def train_stage1(data: Sequence[Stage1Data], decoder: str | Path, out: str | Pat
     settings = TrainSettings.from_dict({**stage, "epochs": None} if stage.get("max_steps") else stage)
     torch.manual_seed(settings.seed)  # LoRA and W initialisation
     stores = [FeatureStore(d.features) for d in data]
-    model = build_stage1_model(decoder, stores, vlm)
+    model = build_stage1_model(decoder, stores, vlm, imaging)
     train_parts = instruction_parts(model, data, "train")  # checks every study has features
     train_data = instruction_datasets(model, data, "train", zero_images, parts=train_parts)
     val_data = instruction_datasets(model, data, "val", zero_images)
@@ -214,6 +222,9 @@ def publish(work: Path, out: Path) -> None:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    from .locate import relocate
+
+    relocate(out)  # paths relative to the published folder, not to work/best
 
 
 def _file_hash(path: Path) -> str:
@@ -349,7 +360,7 @@ def write_stage1_evaluation(scored, summary, metrics: dict, answers: str | Path,
 
 
 def run_stage1_job(data: Sequence[Stage1Data], decoder: str | Path, out: str | Path, vlm: Mapping,
-                   lock_dir: str | None = None) -> None:
+                   lock_dir: str | None = None, imaging: Mapping | None = None) -> None:
     """Rule train_stage1: hold ``vlm.stage1.gpus`` GPU slots; several -> ``accelerate launch``.
 
     One slot (or none, on a CPU) trains in this process.  With N > 1 the same training runs as
@@ -365,12 +376,16 @@ def run_stage1_job(data: Sequence[Stage1Data], decoder: str | Path, out: str | P
     stage = vlm["stage1"]
     with gpu_slots(int(stage["gpus"]), lock_dir=lock_dir, allow_cpu=True) as devices:
         if len(devices) <= 1:
-            train_stage1(data, decoder, out, vlm)
+            train_stage1(data, decoder, out, vlm, imaging=imaging)
             return
         settings = training_dir(out) / "vlm.json"
         settings.parent.mkdir(parents=True, exist_ok=True)
         settings.write_text(json.dumps(vlm, indent=1), encoding="utf-8")
         cmd = launch_command(data, decoder, out, settings, len(devices), stage.get("accelerate_config"))
+        if imaging is not None:
+            imaging_file = training_dir(out) / "imaging.json"
+            imaging_file.write_text(json.dumps(imaging, indent=1), encoding="utf-8")
+            cmd += ["--imaging-json", str(imaging_file)]
         log.info("running %s", " ".join(cmd))
         if subprocess.run(cmd, check=False).returncode != 0:
             raise CtsurvError(f"stage 1 under accelerate launch failed; see the log above ({' '.join(cmd[:6])} ...)")
