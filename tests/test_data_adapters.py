@@ -212,3 +212,60 @@ def test_inspect_bad_vital_value_names_the_ehr_file_row(tmp_path):
     ehr.to_csv(tmp_path / "ehr.csv", index=False)
     with pytest.raises(DataError, match=r"ehr.csv, row 4, column 'value': not a number: 'febrile'"):
         load_dataset("inspect", inspect_spec(tmp_path), SPLITS)
+
+
+# ---------------------------------------------------------------- CT-RATE as released today
+
+
+def write_ct_rate_release(root, hu=True):
+    """The release's dataset/ folder: *_fixed volumes (HU, or raw values), reports and metadata in
+    their folders, no_chest_train.txt; the original train/ folder holds raw values."""
+    names = ["train_1_a_1.nii.gz", "train_1_a_2.nii.gz", "train_2_a_1.nii.gz", "train_3_a_1.nii.gz", "valid_7_b_1.nii.gz"]
+    rng = np.random.default_rng(0)
+    for name in names:
+        split, patient, scan, _ = name.removesuffix(".nii.gz").split("_")
+        raw = rng.integers(0, 2000, size=(8, 8, 8)).astype(np.int16)  # stored values, air at 0
+        for folder, values in ((f"{split}_fixed", raw - 1024 if hu else raw), (split, raw)):
+            path = root / "dataset" / folder / f"{split}_{patient}" / f"{split}_{patient}_{scan}" / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            sitk.WriteImage(sitk.GetImageFromArray(values), str(path))
+    (root / "dataset" / "radiology_text_reports").mkdir()
+    (root / "dataset" / "metadata").mkdir()
+    for part, rows in (("train", names[:4]), ("validation", names[4:])):
+        pd.DataFrame({"VolumeName": rows, "ClinicalInformation_EN": "c", "Technique_EN": "t", "Findings_EN": "Lungs clear.",
+                      "Impressions_EN": "Normal."}).to_csv(root / "dataset" / "radiology_text_reports" / f"{part}_reports.csv", index=False)
+        pd.DataFrame({"VolumeName": rows, "XYSpacing": "[0.7, 0.7]", "ZSpacing": 1.5, "RescaleSlope": 1,
+                      "RescaleIntercept": -1024}).to_csv(root / "dataset" / "metadata" / f"{part}_metadata.csv", index=False)
+    (root / "dataset" / "no_chest_train.txt").write_text("train_2_a_1.nii.gz\ntrain_99_a_1.nii.gz\n", encoding="utf-8")
+
+
+def test_ct_rate_release_reads_fixed_volumes_excludes_non_chest_and_keeps_their_hu(tmp_path, caplog):
+    from ctsurv.imaging.io import hu_summary, read_ct
+
+    write_ct_rate_release(tmp_path)
+    spec = {"adapter": "ct_rate", "role": "pretrain", "path": str(tmp_path / "dataset")}
+    caplog.set_level("INFO", logger="ctsurv")
+    cohort = build_cohort("ctrate", spec, SPLITS).set_index("study_id")
+    assert cohort.index.tolist() == ["train_1_a_1", "train_1_a_2", "train_3_a_1", "valid_7_b_1"]  # train_2_a_1: not a chest CT
+    assert cohort.loc["valid_7_b_1", "image"].endswith("dataset/valid_fixed/valid_7/valid_7_b/valid_7_b_1.nii.gz")
+    assert cohort["rescale_slope"].isna().all() and cohort["spacing_z"].tolist() == [1.5] * 4
+    log = caplog.text
+    assert "1 of 5 volumes left out as listed in" in log and "no_chest_train.txt" in log and "1 names of the lists are not in" in log
+    assert "already hold Hounsfield units" in log and "is NOT applied" in log
+    row = cohort.loc["train_1_a_1"]
+    hu = hu_summary(read_ct(row.image, "train_1_a_1", spacing=(0.7, 0.7, 1.5)))
+    assert -1024 <= hu["hu_min"] < -1000 and hu["hu_p01"] < -800  # air stays air (applied twice: -2048)
+    files = input_files(spec)
+    assert [f.rsplit("/", 1)[1] for f in files] == ["train_reports.csv", "validation_reports.csv", "train_metadata.csv",
+                                                    "validation_metadata.csv", "no_chest_train.txt"]
+
+
+def test_ct_rate_release_with_raw_values_applies_the_metadata_rescale(tmp_path, caplog):
+    write_ct_rate_release(tmp_path, hu=False)
+    spec = {"adapter": "ct_rate", "role": "pretrain", "path": str(tmp_path / "dataset"), "exclude": []}
+    caplog.set_level("INFO", logger="ctsurv")
+    cohort = build_cohort("ctrate", spec, SPLITS)
+    assert len(cohort) == 5 and cohort["rescale_intercept"].tolist() == [-1024.0] * 5
+    assert "hold raw values" in caplog.text and "RescaleIntercept is applied" in caplog.text
+    forced = build_cohort("ctrate", {**spec, "rescale": "none"}, SPLITS)
+    assert forced["rescale_intercept"].isna().all()

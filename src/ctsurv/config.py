@@ -348,6 +348,9 @@ def _check_dataset_paths(name: str, spec: dict, need) -> None:
                 need(f"{key}.{field}" + ("" if isinstance(values, str) else f"[{i}]"), value, "file", what=f"CT-RATE {field} CSV")
         need(f"{key}.volumes" if spec.get("volumes") else f"{key}.path", spec.get("volumes") or spec.get("path"), "folder",
              what="CT-RATE volume folders")
+        values = spec.get("exclude")
+        for i, value in enumerate([values] if isinstance(values, str) else (values or [])):
+            need(f"{key}.exclude" + ("" if isinstance(values, str) else f"[{i}]"), value, "file", what="list of volumes to exclude")
     elif adapter == "inspect":
         need(f"{key}.path", spec.get("path"), "folder", what="the INSPECT release")
         need(f"{key}.ehr", spec.get("ehr"), "file", what="EHR measurement table")

@@ -43,7 +43,7 @@ def input_files(spec: dict) -> list[str]:
     if adapter == "manifest":
         return [str(spec["path"])]
     if adapter == "ct_rate":
-        return [str(p) for key in ("reports", "metadata") for p in ct_rate._files(spec.get(key))]
+        return [p for key in ("reports", "metadata") for p in ct_rate.table_files(spec, key)] + ct_rate.exclude_files(spec)
     if adapter == "inspect":
         root = Path(spec["path"])
         files = {**inspect_release.DEFAULT_FILES, **(spec.get("files") or {})}
