@@ -101,7 +101,7 @@ def test_the_total_batch_stays_96_whatever_the_gpu_count(paper, gpus):
 # paths config/paper.yaml names (the checks of rules/common.smk need them to exist)
 MODEL_FOLDERS = ["models/Mistral-7B-Instruct-v0.2", "models/Clinical-Longformer", "models/RadLLaMA-7B", "models/roberta-large"]
 FILES = ["models/merlin/i3_resnet_clinical_longformer_best_clip_04-02-2024_23-21-36_epoch_99.pt",
-         "data/ct_rate/radiology_text_reports/train_reports.csv", "data/ct_rate/metadata/train_metadata.csv",
+         "data/ct_rate/dataset/radiology_text_reports/train_reports.csv", "data/ct_rate/dataset/metadata/train_metadata.csv",
          "data/lung_cancer/manifest.csv", "data/inspect/ehr_measurements.parquet", "data/inspect/impressions_20250611.tsv",
          "data/inspect/labels_20250611.tsv", "data/inspect/study_mapping_20250611.tsv"]
 FOLDERS = ["data/ct_rate/dataset", "data/inspect"]
