@@ -24,8 +24,10 @@ stop early, so every answer runs to the limit): patients/s.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
+from pathlib import Path
 
 #: dense bf16 peak (TFLOP/s) by device name fragment; --peak-tflops overrides
 PEAKS = {"H200": 989.4, "H100 PCIe": 756.0, "H100": 989.4, "A100": 312.0, "L40S": 362.0, "A6000": 154.8}
@@ -44,7 +46,7 @@ QUESTIONS = [
 ]
 
 
-def build_model(s: dict, device, dtype, gradient_checkpointing: bool):
+def build_model(s: dict, device, dtype):
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -71,9 +73,6 @@ def build_model(s: dict, device, dtype, gradient_checkpointing: bool):
     prepare_tokenizer_and_embeddings(tokenizer, decoder)
     decoder = apply_lora(decoder, {"r": s["lora_r"], "alpha": 2 * s["lora_r"], "dropout": 0.05,
                                    "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]})
-    if gradient_checkpointing:  # non-reentrant: works with inputs_embeds and frozen embeddings
-        decoder.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        decoder.config.use_cache = False
     projector = build_projector("linear", s["feature_dim"], s["hidden"]).to(device)
     vlm_config = VLMConfig(decoder="(random LLaMA config)", decoder_hash="random", feature_dim=s["feature_dim"],
                            tokens=s["visual"], hidden_size=s["hidden"], prompt_format="plain", max_length=4096,
@@ -88,10 +87,16 @@ def model_flops_per_token(s: dict, seq: int) -> float:
     return 6 * n + 12 * layers * h * seq
 
 
-def train_throughput(model, s: dict, device, autocast_dtype) -> dict:
+def train_throughput(model, s: dict, precision: str, out_dir) -> dict:
+    """Timed optimizer steps of ctsurv's trainer (as rule train_stage1 runs it: the answer loss,
+    AdamW, bf16 autocast, gradient checkpointing through the model's own method) on one batch."""
+    import pandas as pd
     import torch
 
+    from ctsurv.vlm.data import collate
     from ctsurv.vlm.model import IGNORE_INDEX
+    from ctsurv.vlm.stage1 import lm_loss
+    from ctsurv.vlm.trainer import TrainSettings, train
 
     gen = torch.Generator().manual_seed(0)
     image_id = model.image_token_id
@@ -99,32 +104,25 @@ def train_throughput(model, s: dict, device, autocast_dtype) -> dict:
     ids[:, 8] = image_id  # clinical sentence, then the placeholder, then question + answer
     labels = ids.clone()
     labels[:, : s["text"] // 2] = IGNORE_INDEX
-    mask = torch.ones_like(ids)
     features = torch.randn(s["batch"], s["visual"], s["feature_dim"], generator=gen)
-    batch = [t.to(device) for t in (features, ids, mask, labels)]
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=1e-5, betas=(0.9, 0.999))
-    model.train()
+    items = [{"features": features[i], "input_ids": ids[i].tolist(), "labels": labels[i].tolist(), "study_id": str(i),
+              "id": str(i)} for i in range(s["batch"])]
+    settings = TrainSettings(lr=1e-5, betas=(0.9, 0.999), batch_size=s["batch"], grad_accum=1,
+                             max_steps=s["warmup"] + s["steps"], warmup_steps=0, precision=precision,
+                             gradient_checkpointing=True, checkpoint_every=10**6, eval_every=10**6, progress=False)
+    pad = model.tokenizer.pad_token_id
+    train(model, items, None, lm_loss, settings, out_dir, lambda b: collate(b, pad), lambda m, folder: folder.mkdir(parents=True),
+          batch_sampler=lambda epoch: [list(range(s["batch"]))])
+    metrics = pd.read_csv(Path(out_dir) / "metrics.csv").iloc[s["warmup"]:]
     seq = s["visual"] + s["text"]
-    times = []
-    for step in range(s["warmup"] + s["steps"]):
-        _sync(device)
-        start = time.perf_counter()
-        with torch.autocast(device_type=torch.device(device).type, dtype=autocast_dtype,
-                            enabled=autocast_dtype != torch.float32):
-            loss = model(*batch).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        _sync(device)
-        if step >= s["warmup"]:
-            times.append(time.perf_counter() - start)
-    per_step = sum(times) / len(times)
     tokens = s["batch"] * seq
-    return {"step_s": per_step, "tokens_per_s": tokens / per_step, "seq": seq,
-            "flops_per_s": model_flops_per_token(s, seq) * tokens / per_step, "loss": float(loss.detach()),
-            "trainable": sum(p.numel() for p in params)}
+    tokens_per_s = float(metrics["tokens_per_s"].median())  # the merged sequence: visual + text tokens
+    decoder = model.decoder.get_base_model()
+    flag = getattr(decoder, "is_activation_checkpointing", None)
+    return {"step_s": tokens / tokens_per_s, "tokens_per_s": tokens_per_s, "seq": seq,
+            "flops_per_s": model_flops_per_token(s, seq) * tokens_per_s, "loss": float(metrics["loss"].iloc[-1]),
+            "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
+            "gradient_checkpointing": bool(flag if flag is not None else decoder.is_gradient_checkpointing)}
 
 
 def generation_throughput(model, s: dict, device) -> dict:
@@ -161,18 +159,19 @@ def main(argv=None) -> int:
     parser.add_argument("--patients", type=int, help="patients to generate answers for")
     parser.add_argument("--new-tokens", type=int, help="answer tokens per question")
     parser.add_argument("--peak-tflops", type=float, help="the device's dense bf16 peak (default: from its name)")
+    parser.add_argument("--json", help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
 
     import torch
 
     if args.cpu_smoke:
-        s, device, dtype, autocast = dict(SMOKE), "cpu", torch.float32, torch.float32
+        s, device, dtype = dict(SMOKE), "cpu", torch.float32
         torch.set_num_threads(1)
     else:
         if not torch.cuda.is_available():
             print("no CUDA device: run with --cpu-smoke, or on a GPU machine", file=sys.stderr)
             return 2
-        s, device, dtype, autocast = dict(SEVEN_B), "cuda", torch.bfloat16, torch.bfloat16
+        s, device, dtype = dict(SEVEN_B), "cuda", torch.bfloat16
     for key in ("steps", "patients", "new_tokens"):
         if getattr(args, key):
             s[key] = getattr(args, key)
@@ -180,10 +179,13 @@ def main(argv=None) -> int:
     name = torch.cuda.get_device_name() if device == "cuda" else "CPU"
     peak = args.peak_tflops or next((v for k, v in PEAKS.items() if k in name), None)
 
-    model = build_model(s, device, dtype, gradient_checkpointing=True)
+    model = build_model(s, device, dtype)
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    train = train_throughput(model, s, device, autocast)
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        train = train_throughput(model, s, "fp32" if device == "cpu" else "bf16", tmp)
     peak_mem = torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else float("nan")
     gen = generation_throughput(model, s, device)
 
@@ -200,6 +202,11 @@ def main(argv=None) -> int:
         print(f"MFU: n/a (unknown peak for {name}; give --peak-tflops); {train['flops_per_s'] / 1e12:.3f} model TFLOP/s")
     print(f"generation: {gen['patients']} patients x 6 answers, batch {s['gen_batch']}, {s['new_tokens']} new tokens: "
           f"{gen['seconds']:.2f} s, {gen['patients_per_s']:.1f} patients/s")
+    if args.json:
+        figures = {"device": name, "shape": s, "precision": "fp32" if dtype == torch.float32 else "bf16",
+                   "through": "ctsurv.vlm.trainer.train", **train, "peak_memory_gib": peak_mem,
+                   "mfu": train["flops_per_s"] / (peak * 1e12) if peak else None, "generation": gen}
+        Path(args.json).write_text(json.dumps(figures, indent=1, default=float), encoding="utf-8")
     return 0
 
 

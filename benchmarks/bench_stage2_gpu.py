@@ -8,8 +8,10 @@ the device in bf16, so nothing is read from disk; W (2048 -> 4096) and the adapt
 fp32.  One example: the 49 visual tokens, a clinical sentence + question prompt and an answer
 (``--prompt-tokens`` + ``--answer-tokens``).  Reports:
 
-* training (local batch ``--batch``, the paper's 12): the stage-2 loss (LM + Cox + dispersion +
-  alignment) forward and backward with AdamW on LoRA + adaptor + head: tokens/s, peak memory, and
+* training (local batch ``--batch``, the paper's 12) through ctsurv's trainer (bf16 autocast,
+  gradient checkpointing via the model's own method, AdamW, as rule train_stage2 runs it): the
+  stage-2 loss (LM + Cox + dispersion + alignment) forward and backward on LoRA + adaptor + head:
+  tokens/s, peak memory, and
   MFU = 6 N tokens/s / peak FLOP/s (N the decoder's parameters; the usual 6N convention, which
   overstates the work of a LoRA backward that skips the frozen weights' gradients);
 * inference: patients/s for risk scoring (six questions per patient, one teacher-forced pass)
@@ -99,30 +101,37 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def bench_train(model, batch, steps: int, device: str, autocast_dtype) -> dict:
+def bench_train(model, batch, steps: int, precision: str, out_dir: Path) -> dict:
+    """``steps`` timed optimizer steps (after two warm-up steps) of ctsurv's trainer on ``batch``:
+    the stage-2 loss, AdamW, bf16 autocast, gradient checkpointing through the model's own
+    method, as rule train_stage2 runs it.  Step times come from the trainer's metrics.csv."""
+    import pandas as pd
+
+    from ctsurv.vlm.data import collate
     from ctsurv.vlm.stage2_loss import Stage2Loss
     from ctsurv.vlm.survival import RiskMemory
+    from ctsurv.vlm.trainer import TrainSettings, train
 
-    loss_fn = Stage2Loss(memory=RiskMemory(64))
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=1e-6)
-    model.train()
-    times = []
-    for step in range(steps + 2):  # two warm-up steps
-        sync(device)
-        t0 = time.perf_counter()
-        with torch.autocast(device_type=device, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-            out = loss_fn(model, batch)
-        out["loss"].backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        sync(device)
-        if step >= 2:
-            times.append(time.perf_counter() - t0)
+    n = batch["input_ids"].shape[0]
+    items = [{"features": batch["features"][i].cpu(), "input_ids": batch["input_ids"][i].tolist(),
+              "labels": batch["labels"][i].tolist(), "time": float(batch["time"][i]), "event": float(batch["event"][i]),
+              "idx": 0} for i in range(n)]
+    settings = TrainSettings(lr=1e-6, batch_size=n, grad_accum=1, max_steps=steps + 2, warmup_steps=0, precision=precision,
+                             gradient_checkpointing=True, checkpoint_every=10**6, eval_every=10**6, progress=False)
+    pad = model.vlm.tokenizer.pad_token_id
+    train(model, items, None, Stage2Loss(memory=RiskMemory(64)), settings, out_dir, lambda b: collate(b, pad),
+          lambda m, folder: folder.mkdir(parents=True), batch_sampler=lambda epoch: [list(range(n))])
+    metrics = pd.read_csv(out_dir / "metrics.csv").iloc[2:]
+    text_tokens = int(batch["attention_mask"].sum())
+    step_s = float(np.median(text_tokens / metrics["tokens_per_s"]))
     merged_len = batch["input_ids"].shape[1] + batch["features"].shape[1] - 1
-    tokens = batch["input_ids"].shape[0] * merged_len
-    return {"step_s": float(np.median(times)), "tokens_per_step": tokens, "tokens_per_s": tokens / float(np.median(times)),
-            "loss": float(out["loss"].detach()), "trainable": sum(p.numel() for p in params)}
+    tokens = n * merged_len
+    decoder = model.vlm.decoder.get_base_model()
+    checkpointing = getattr(decoder, "is_activation_checkpointing", None)
+    return {"step_s": step_s, "tokens_per_step": tokens, "tokens_per_s": tokens / step_s,
+            "loss": float(metrics["loss"].iloc[-1]), "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
+            "gradient_checkpointing": bool(checkpointing if checkpointing is not None else decoder.is_gradient_checkpointing),
+            "through": "ctsurv.vlm.trainer.train"}
 
 
 @torch.no_grad()
@@ -177,7 +186,8 @@ def main(argv=None) -> int:
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     batch = make_batch(model, args.batch, 49, feature_dim, args.prompt_tokens, args.answer_tokens, device)
-    train = bench_train(model, batch, args.steps, device, autocast)
+    with tempfile.TemporaryDirectory() as tmp:
+        train = bench_train(model, batch, args.steps, "fp32" if device == "cpu" else "bf16", Path(tmp))
     result = {"device": torch.cuda.get_device_name() if device == "cuda" else "cpu", "decoder_params": n_params,
               "batch": args.batch, **train}
     if device == "cuda":

@@ -26,6 +26,7 @@ def test_stage2_gpu_benchmark_cpu_smoke(tmp_path):
     assert result["tokens_per_step"] == 4 * (64 + 32 + 49 - 1)  # batch x merged length
     assert result["tokens_per_s"] > 0 and result["score_patients_per_s"] > 0 and result["generate_patients_per_s"] > 0
     assert 0 < result["trainable"] < result["decoder_params"]  # LoRA + adaptor + head, not the decoder
+    assert result["through"] == "ctsurv.vlm.trainer.train" and result["gradient_checkpointing"] is True
 
 
 def test_demo_times_sums_rules(tmp_path, capsys):
