@@ -20,7 +20,8 @@ def _run_files(folder, study, split, time, event, risk, train_mask, questions=Fa
     surv = survival_table(study, grid, breslow_survival(risk[train_mask], time[train_mask], event[train_mask], risk, grid))
     metrics = evaluate_predictions(pred, surv, folder / "km.png", n_boot=200)
     if questions:
-        metrics["bertscore"] = {"f1": 0.87, "n_pairs": 10}
+        metrics["bertscore"] = {"f1": 0.87, "n_pairs": 10,
+                                "model": {"model": "models/roberta-large", "layer": 17, "rescaled": False, "baseline": None}}
     pred.to_parquet(folder / "predictions.parquet")
     (folder / "metrics.json").write_text(json.dumps(metrics), encoding="utf-8")
     return folder / "predictions.parquet", folder / "metrics.json"
@@ -68,6 +69,8 @@ def test_table2_rows_columns_and_tests(tiny_run):
     assert pd.isna(cox["p_vs_coxph"]) and pd.isna(by.loc["DeepSurv/None", "p_vs_best_baseline"])
     assert "| Ours (DeepSurv) | clinical sentence + image + questions | ✓ | ✓ | ✓ | ✓ |" in md
     assert "| CoxPH | clinical table | – | ✗ | ✓ | ✗ |" in md
+    assert "BERTScore: F1 of the generated against the reference test answers, scored by models/roberta-large, layer 17, " \
+           "not rescaled." in md  # the report says which model scored
     page = results_page([table], [md], ["tiny_fig3.png"])
     note = page.split("## Closing note")[1]
     assert "tiny: CoxPH (clinical)" in note and "with pre-training" in note and "oracle (known hazard)" in note

@@ -34,7 +34,22 @@ def dataset_table(baseline_predictions: Sequence, baseline_metrics: Sequence, st
     ours = load_stage2_runs(stage2_predictions, stage2_metrics)
     oracle = oracle_run(baselines or ours, truth_path, n_boot, seed) if truth_path is not None else None
     table = paper_table(baselines, ours, dataset, oracle, n_boot=n_boot, seed=seed)
-    return table, paper_table_markdown(table, dataset)
+    return table, paper_table_markdown(table, dataset) + bertscore_note(ours)
+
+
+def bertscore_note(ours: Sequence[dict]) -> str:
+    """Which model scored the BERTScore column (its figures are comparable only within one model:
+    the paper's ~0.86 are roberta-large, layer 17, not rescaled)."""
+    scorers = []
+    for run in ours:
+        model = ((run["metrics"].get("bertscore") or {}).get("model")) or None
+        if model and model not in scorers:
+            scorers.append(model)
+    if not scorers:
+        return ""
+    text = "; ".join(f"{m['model']}, layer {m['layer']}, {'rescaled with its baseline' if m['rescaled'] else 'not rescaled'}"
+                     for m in scorers)
+    return f"\nBERTScore: F1 of the generated against the reference test answers, scored by {text}.\n"
 
 
 def pretraining_figure(with_predictions: str | Path, without_predictions: str | Path, path: str | Path, title: str,
