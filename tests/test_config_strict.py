@@ -325,7 +325,7 @@ def test_the_workflow_checks_input_paths_before_any_job(repo, tmp_path):
 
 
 def test_the_bertscore_model_is_named_by_its_own_key_when_scoring(tmp_path):
-    from ctsurv.vlm.answer_eval import resolve_bertscore_model
+    from ctsurv.report.bertscore import BertScoreModel
 
     with pytest.raises(ConfigError, match=r"^vlm.evaluate.bertscore_model: .*no-bert is not found"):
-        resolve_bertscore_model(tmp_path / "no-bert")
+        BertScoreModel(model=str(tmp_path / "no-bert")).folder()
