@@ -4,7 +4,9 @@
 # Logic: ctsurv.vlm.stage2, ctsurv.vlm.ensemble, ctsurv.report.evaluation.  Needs rules/vlm.smk.
 
 from ctsurv.report.paths import stage2_inputs
+from ctsurv.vlm.locate import imaging_params
 from ctsurv.vlm.paths import DEMO_DECODER, STAGE1_MODEL, decoder_folder
+from ctsurv.vlm.survival_model import reference_params
 
 STAGE2_RUN = "results/{dataset}/stage2/{head}_{pretrain}"
 
@@ -24,6 +26,10 @@ rule train_stage2:
         stage2=config["vlm"]["stage2"],
         vlm=config["vlm"],
         decoder=decoder_folder(config["vlm"]),
+        # recorded in the model folder: the encoder (ctsurv predict --image) and the training
+        # patients' risks scored as predict_stage2 scores them (percentile, Breslow)
+        imaging=imaging_params(config["imaging"]),
+        reference=reference_params(config["vlm"]["stage2"]["predict"]),
         lock_dir=config["gpu"]["lock_dir"],
     wildcard_constraints:
         head="deepsurv|deephit",

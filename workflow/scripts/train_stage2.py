@@ -24,6 +24,8 @@ def main(smk):
             stage1_dir=smk.input.get("stage1"),
             decoder_path=smk.params.decoder,
             questions=load_questions(smk.input.questions),
+            imaging=smk.params.imaging,
+            reference=smk.params.reference,
         )
 
 

@@ -306,3 +306,17 @@ def read_store_meta(store: str | Path) -> dict:
 
     meta = Path(store) / "encoder.json"
     return json.loads(meta.read_text(encoding="utf-8")) if meta.is_file() else {}
+
+
+def add_encoder_record(folder: str | Path, imaging: dict, store: str | Path) -> None:
+    """Record the encoder in a published model folder that has none (stage 2 without
+    pre-training), checked against the feature store it was trained on."""
+    from .config import CONFIG_FILE, VLMConfig
+
+    folder = Path(folder)
+    config = VLMConfig.from_json(folder / CONFIG_FILE)
+    if config.encoder is not None:
+        return
+    config.encoder = encoder_record_for(imaging, read_store_meta(store), f"model {folder}")
+    record_locations(config, folder)
+    config.to_json(folder / CONFIG_FILE)

@@ -40,7 +40,8 @@ log = logging.getLogger(__name__)
 
 def run_stage2(instructions: Mapping[str, str | Path], cohort: pd.DataFrame, store_path: str | Path, head: str,
                pretrain: str, stage2: Mapping, vlm: Mapping, out: str | Path, stage1_dir=None, decoder_path=None,
-               restart: bool = False, questions=None) -> dict:
+               restart: bool = False, questions=None, imaging: Mapping | None = None,
+               reference: Mapping | None = None) -> dict:
     """Train one stage-2 model and publish it to ``out`` (as stage 1 does).
 
     The checkpoints live in ``out.train/`` beside the model, so that Snakemake (which deletes
@@ -54,6 +55,10 @@ def run_stage2(instructions: Mapping[str, str | Path], cohort: pd.DataFrame, sto
             ``without``).
         questions: the configured question list (every patient asked each; None: the
             instruction data's questions).
+        imaging: :func:`.locate.imaging_params`: the encoder recorded in the folder (a model
+            without pre-training has none from stage 1).
+        reference: :func:`.survival_model.reference_params`: how the training patients are
+            scored for ``reference.json`` (None: not written).
     """
     import shutil
 
@@ -73,6 +78,13 @@ def run_stage2(instructions: Mapping[str, str | Path], cohort: pd.DataFrame, sto
                            max_new_tokens=int((stage2.get("predict") or {}).get("max_new_tokens", 48)),
                            weights=vlm.get("weights", "auto"), questions=questions)
     publish(work, out)
+    from .locate import add_encoder_record
+    from .survival_model import write_reference
+
+    if imaging is not None:
+        add_encoder_record(out, imaging, store_path)
+    if reference is not None:  # what ctsurv predict needs: the questions, training risks, horizons
+        write_reference(out, instructions["train"], cohort, store_path, questions, reference)
     (out / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
     shutil.rmtree(work / "checkpoints", ignore_errors=True)
     return summary

@@ -27,9 +27,10 @@ def save_stage2(model: CTSurvivalVLM, folder: str | Path) -> None:
     (folder / BRANCH_CONFIG).write_text(json.dumps(meta, indent=2), encoding="utf-8")
 
 
-def load_stage2(folder: str | Path, feature_fingerprint: str | None = None, dtype=None) -> CTSurvivalVLM:
+def load_stage2(folder: str | Path, feature_fingerprint: str | None = None, dtype=None, decoder=None) -> CTSurvivalVLM:
     """A saved stage-2 model (refuses another feature store's fingerprint, as ``ctsurv.vlm.load``);
-    ``dtype``: the decoder weights' (default float32; ``vlm.weights``); the branch stays float32."""
+    ``dtype``: the decoder weights' (default float32; ``vlm.weights``); the branch stays float32;
+    ``decoder``: the base decoder folder when the model folder cannot find it (``ctsurv.vlm.load``)."""
     from safetensors.torch import load_file
 
     from .io import load
@@ -38,7 +39,8 @@ def load_stage2(folder: str | Path, feature_fingerprint: str | None = None, dtyp
     if not (folder / BRANCH_CONFIG).is_file():
         raise DataError(f"{folder} is not a stage-2 model: no {BRANCH_CONFIG} (train it with rule train_stage2)")
     meta = json.loads((folder / BRANCH_CONFIG).read_text(encoding="utf-8"))
-    vlm = load(folder, feature_fingerprint=feature_fingerprint, **({} if dtype is None else {"dtype": dtype}))
+    vlm = load(folder, feature_fingerprint=feature_fingerprint, decoder=decoder,
+               **({} if dtype is None else {"dtype": dtype}))
     branch = SurvivalBranch(**meta["branch"])
     branch.load_weights(load_file(str(folder / BRANCH_WEIGHTS)), where=f"{folder}: ")
     return CTSurvivalVLM(vlm, branch, meta["cuts"], meta["pool"])
