@@ -191,3 +191,24 @@ def test_folders_without_feature_norm_load_with_raw_tokens(tmp_path):
     loaded = load(tmp_path / "m")
     assert loaded.config.feature_norm == "none"
     assert torch.equal(loaded.feature_norm.mean, torch.zeros(8)) and torch.equal(loaded.feature_norm.std, torch.ones(8))
+
+
+def test_a_packaged_decoder_is_recorded_by_name_and_found_where_ctsurv_is_installed(tmp_path, monkeypatch):
+    import shutil
+
+    from ctsurv import resources
+
+    installed = {"demo-dec": tmp_path / "site-a" / "models" / "demo-dec"}
+    shutil.copytree(cached_decoder(), installed["demo-dec"])
+    monkeypatch.setattr(resources, "packaged_models", lambda: sorted(installed))
+    real_resolve = resources.resolve_model
+    monkeypatch.setattr(resources, "resolve_model", lambda spec: installed[str(spec).split(":", 1)[1]]
+                        if str(spec).startswith("packaged:") else real_resolve(spec))
+    monkeypatch.delenv("CTSURV_MODEL_PATH", raising=False)
+    model = build(installed["demo-dec"], feature_dim=8, tokens=4, lora=LORA)
+    save(model, tmp_path / "m")
+    assert json.loads((tmp_path / "m" / "vlm.json").read_text())["decoder_location"]["packaged"] == "packaged:demo-dec"
+    # ctsurv installed somewhere else (another venv): the name still finds the decoder
+    installed["demo-dec"] = tmp_path / "site-b" / "models" / "demo-dec"
+    shutil.move(tmp_path / "site-a" / "models" / "demo-dec", installed["demo-dec"])
+    assert load(tmp_path / "m").config.decoder_hash == model.config.decoder_hash
