@@ -63,8 +63,13 @@ def pretrained_encoder_file():
 
 
 def encoder_checkpoint_input(wildcards):
-    """Input of the rules that encode images: the pretrained checkpoint, or nothing."""
+    """Input of the rules that encode images: the encoder's weight file (imaging.encoder.checkpoint
+    resolved: packaged:NAME is a file shipped with ctsurv), the pretrained checkpoint, or nothing."""
     path = pretrained_encoder_file()
+    if path is None and config["imaging"]["encoder"]["checkpoint"] is not None:
+        from ctsurv.imaging.merlin import checkpoint_file
+
+        path = str(checkpoint_file(config["imaging"]["encoder"]["checkpoint"]))
     return [path] if path else []
 
 

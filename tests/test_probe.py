@@ -179,3 +179,45 @@ def test_random_weights_features_are_computed_like_a_store(tmp_path, monkeypatch
     assert store_precision(tmp_path, "fp32") == "fp32"  # no encoder.json: the default
     (tmp_path / "encoder.json").write_text(json.dumps({"precision": "bf16"}), encoding="utf-8")
     assert store_precision(tmp_path, "fp32") == "bf16"
+
+
+def test_a_checkpoint_store_is_probed_beside_random_weights_and_tokens(tmp_path, monkeypatch):
+    """With imaging.encoder.checkpoint set, probe_dataset still encodes the random-weights encoder
+    on the same studies (its own column) and probes token_columns from the visual tokens too."""
+    import torch
+
+    import ctsurv.imaging.cache as cache
+    from ctsurv.imaging.dense_pretrain import export_weights
+    from ctsurv.imaging.merlin import build_encoder
+    from ctsurv.imaging.probe import pooled_features, probe_dataset
+
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(3)
+    ids = [f"s{i:02d}" for i in range(24)]
+    volumes = {s: (rng.uniform(0.2, 1.0) * rng.random((32, 32, 16))).astype(np.float32) for s in ids}
+    monkeypatch.setattr(cache, "load_preprocessed", lambda folder, study: volumes[study])
+    trained = build_encoder(None, [1, 1, 1, 1], 4, 1)  # stands in for trained weights
+    weights = export_weights(tmp_path / "ckpt" / "w.safetensors", trained, dtype=torch.float32)
+    with torch.inference_mode():
+        pooled, tokens = trained.encode(torch.from_numpy(np.stack([volumes[s] for s in ids]))[:, None])
+    write_features(tmp_path / "store", ids, {"pooled": pooled.numpy().astype(np.float16), "tokens": tokens.numpy().astype(np.float16)})
+    stored = pooled.numpy().astype(np.float16).astype(float)
+    truth = pd.DataFrame({"study_id": ids, "size": 3 * stored[:, int(np.argmax(stored.std(axis=0)))],
+                          "fat": rng.normal(size=24)})
+    truth.to_parquet(tmp_path / "truth.parquet")
+    (tmp_path / "qc").mkdir()
+    encoder = {"checkpoint": str(tmp_path / "ckpt"), "layers": [1, 1, 1, 1], "width": 4, "seed": 0, "tokens": 49,
+               "precision": "fp32", "batch_size": 4, "channels_last": False}
+    probe = {"columns": ["size", "fat"], "token_columns": ["size"], "folds": 3, "bootstrap": 20, "max_studies": None, "seed": 0}
+    result = probe_dataset(tmp_path / "store", tmp_path / "qc" / "qc.parquet", tmp_path / "truth.parquet", tmp_path / "out",
+                           encoder, probe, pretrained=False)
+    assert result["feature_sets"] == ["checkpoint", "random weights", "checkpoint tokens", "random weights tokens"]
+    by = {t["column"]: t["results"] for t in result["targets"]}
+    assert set(by["size"]) == set(result["feature_sets"]) and set(by["fat"]) == {"checkpoint", "random weights"}
+    assert by["size"]["checkpoint"]["value"] > 0.8  # the planted signal is in the checkpoint's features
+    random_pooled = pooled_features(ids, tmp_path, build_encoder(None, [1, 1, 1, 1], 4, 0), batch_size=4,
+                                    precision="fp32", channels_last=False)
+    assert not np.allclose(random_pooled, pooled.numpy(), atol=1e-2)  # the random column is another encoder
+    md = (tmp_path / "out" / "probe.md").read_text()
+    assert "| fat | continuous | 24 | R² |" in md and md.count(" - |") == 2
+    assert weights.is_file()

@@ -256,7 +256,9 @@ def probe_markdown(result: dict, title: str = "Linear probes") -> str:
             lines.append(f"| {t['column']} | {t['kind']} | {t['n']} | - | " + " | ".join(["skipped"] * len(sets)) + " |")
             continue
         metric = next(iter(t["results"].values()))["metric"]
-        cells = [f"{r['value']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}]" for r in (t["results"][s] for s in sets)]
+        # A set not probed on this column (e.g. token features, probed only for local findings): "-".
+        cells = [f"{r['value']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}]" if r else "-"
+                 for r in (t["results"].get(s) for s in sets)]
         lines.append(f"| {t['column']} | {t['kind']} | {t['n']} | {'R²' if metric == 'r2' else 'AUC'} | " + " | ".join(cells) + " |")
     for note in result.get("notes", []):
         lines += ["", note]

@@ -407,7 +407,8 @@ def train_dense(corpus_dir: str | Path, run_dir: str | Path, settings: DenseSett
     state_path = run_dir / STATE_FILE
     if resume and state_path.is_file():
         state = torch.load(state_path, map_location="cpu", weights_only=True)
-        if json.loads(state["settings"]) != json.loads(json.dumps(asdict(settings))):
+        # max_minutes only says when to stop: a stopped run resumes with another (or none)
+        if _without_stop(json.loads(state["settings"])) != _without_stop(json.loads(json.dumps(asdict(settings)))):
             raise ConfigError(f"{state_path} was trained with other settings ({state['settings']}); use another run folder")
         encoder.load_state_dict(state["encoder"])
         heads.load_state_dict(state["heads"])
@@ -485,6 +486,10 @@ def train_dense(corpus_dir: str | Path, run_dir: str | Path, settings: DenseSett
             "precision": "bf16" if dtype is not None else "fp32", "n_train": int(len(train_rows)), "n_val": int(len(val_rows)),
             "targets": {"cell_std": targets.cell_std, "presence_weight": targets.presence_weight,
                         "pooled": targets.coding.columns}, "corpus": corpus.info}
+
+
+def _without_stop(settings: dict) -> dict:
+    return {k: v for k, v in settings.items() if k != "max_minutes"}
 
 
 def _plain_copy(encoder: I3ResNet, settings: DenseSettings) -> I3ResNet:
@@ -569,7 +574,7 @@ def fp16_check(state_path: str | Path, weights: str | Path, corpus: Corpus, sett
     full = I3ResNet(settings.layers, settings.width)
     full.load_state_dict(state["encoder"])
     half = load_merlin_checkpoint(I3ResNet(settings.layers, settings.width), weights)
-    rows = corpus.rows("val")[:n]
+    rows = (corpus.rows("val") if len(corpus.rows("val")) else np.arange(len(corpus.table)))[:n]
     vols = np.stack([corpus.volumes[i] for i in rows])
     a, _ = encode_volumes(full.eval(), vols)
     b, _ = encode_volumes(half.eval(), vols)
@@ -640,7 +645,8 @@ def plot_curve(history: list[dict], path: str | Path) -> Path:
             right.plot(epochs, [r[key] for r in history], label=key[4:])
     right.set_xlabel("epoch")
     right.set_title("validation probes (pooled)")
-    right.legend(fontsize=6)
+    if right.get_legend_handles_labels()[0]:  # a validation split too small to probe has none
+        right.legend(fontsize=6)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

@@ -211,15 +211,48 @@ def encoder_state_dict(checkpoint: dict[str, torch.Tensor]) -> dict[str, torch.T
     return out
 
 
-def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read a state dict from a ``.pt``/``.pth`` (``weights_only=True``) or ``.safetensors`` file."""
-    path = Path(path)
+WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth")
+
+
+def checkpoint_file(spec: str | Path) -> Path:
+    """The weight file that ``imaging.encoder.checkpoint`` names.
+
+    ``packaged:NAME`` is a model shipped with ctsurv (:func:`ctsurv.resources.resolve_model`,
+    e.g. ``packaged:demo-merlin``); a folder (packaged or a user's) stands for its one weight
+    file (``.safetensors``, ``.pt`` or ``.pth``); a file is itself.
+
+    Raises:
+        ConfigError: an unknown packaged name.
+        DataError: the path does not exist, or a folder holds no weight file or several.
+    """
+    from ..resources import resolve_model
+
+    path = resolve_model(spec)
+    if path.is_dir():
+        found = sorted(p for p in path.iterdir() if p.suffix in WEIGHT_SUFFIXES and p.is_file())
+        if len(found) != 1:
+            what = "no weight file" if not found else f"{len(found)} weight files ({', '.join(p.name for p in found)})"
+            raise DataError(f"encoder checkpoint folder {path} holds {what}; it must hold exactly one "
+                            f"{'/'.join(WEIGHT_SUFFIXES)} file, or name the file in imaging.encoder.checkpoint")
+        return found[0]
     if not path.is_file():
-        raise DataError(f"Merlin checkpoint {path} not found; set imaging.encoder.checkpoint to the local .pt file")
+        raise DataError(f"Merlin checkpoint {path} not found; set imaging.encoder.checkpoint to the local .pt or "
+                        ".safetensors file, or to packaged:demo-merlin (the demo's encoder)")
+    return path
+
+
+def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a state dict from a ``.pt``/``.pth`` (``weights_only=True``) or ``.safetensors`` file
+    (or what :func:`checkpoint_file` makes of a folder or ``packaged:NAME``)."""
+    path = checkpoint_file(path)
     if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        return load_file(str(path))
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as err:
+            raise DataError(f"Merlin checkpoint {path} could not be read as safetensors: {err}") from None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # unpickling errors have many types
@@ -274,8 +307,9 @@ def build_encoder(
     """The encoder in eval mode: Merlin's weights from ``checkpoint``, or seeded random ones.
 
     Args:
-        checkpoint: Merlin's checkpoint file; None builds a randomly initialised encoder
-            (the demo's, whose features are random convolutional features).
+        checkpoint: Merlin's checkpoint file, a folder holding one, or ``packaged:NAME`` (the
+            demo's ``packaged:demo-merlin``); None builds a randomly initialised encoder
+            (random convolutional features).
         layers: blocks per stage.
         width: stem channels.
         seed: seed of the random initialisation (only without a checkpoint).
