@@ -3,6 +3,7 @@
 import os
 from pathlib import Path
 
+from ctsurv import rule_params
 from ctsurv.config import check_input_paths, check_yaml_files, validate_config
 
 

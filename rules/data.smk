@@ -14,7 +14,7 @@ rule ingest:
     output:
         cohort="results/{dataset}/cohort.parquet",
     params:
-        spec=dataset_spec,
+        spec=lambda wildcards: rule_params.ingest(dataset_spec(wildcards)),
         splits=config["splits"],
     log:
         "results/logs/ingest/{dataset}.log",

@@ -21,7 +21,7 @@ rule preprocess_ct:
     wildcard_constraints:
         shard=r"\d+",
     params:
-        imaging=config["imaging"],
+        imaging=rule_params.preprocess(config["imaging"]),
         n_shards=IMAGING_SHARDS,
     threads: config["imaging"]["workers"]
     log:
@@ -48,7 +48,7 @@ rule merge_qc:
         qc="results/{dataset}/ct/qc.parquet",
         montage="results/{dataset}/ct/qc_montage.png",
     params:
-        imaging=config["imaging"],
+        imaging=rule_params.qc(config["imaging"]),
     log:
         "results/logs/merge_qc/{dataset}.log",
     benchmark:
@@ -189,7 +189,7 @@ rule probe_features:
         md="results/{dataset}/features/image/probe.md",
         json="results/{dataset}/features/image/probe.json",
     params:
-        encoder=config["imaging"]["encoder"],
+        encoder=rule_params.probe_encoder(config["imaging"]["encoder"]),
         probe=config["imaging"]["probe"],
     # One thread: a leaf job (nothing waits on it) that runs beside others; two torch threads
     # on a busy 2-core machine cost 2.7x the CPU time of one (measured).

@@ -19,7 +19,7 @@ rule mine_words:
         top="results/{dataset}/mining/top_words.csv",
         plot="results/{dataset}/mining/top_words.png",
     params:
-        mining=config["mining"],
+        mining=rule_params.mining(config["mining"]),
     log:
         "results/logs/mine_words/{dataset}.log",
     benchmark:

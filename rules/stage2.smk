@@ -23,8 +23,8 @@ rule train_stage2:
     output:
         model=directory(f"{STAGE2_RUN}/model"),
     params:
-        stage2=config["vlm"]["stage2"],
-        vlm=config["vlm"],
+        stage2=rule_params.stage2_train(config["vlm"]["stage2"]),
+        vlm=rule_params.stage2_vlm(config["vlm"]),
         decoder=decoder_folder(config["vlm"]),
         # recorded in the model folder: the encoder (ctsurv predict --image) and the training
         # patients' risks scored as predict_stage2 scores them (percentile, Breslow)
@@ -98,9 +98,9 @@ rule evaluate_stage2:
         km=report(f"{STAGE2_RUN}/km.png", caption="../workflow/report/km_stage2.rst", category="Joint model",
                   subcategory="{dataset}", labels={"dataset": "{dataset}", "head": "{head}", "pre-training": "{pretrain}"}),
     params:
-        survival=config["survival"],
+        survival=rule_params.evaluation(config["survival"]),
         bertscore=config["vlm"]["stage2"]["bertscore"],
-        evaluate=config["vlm"]["evaluate"],
+        evaluate=rule_params.bertscore(config["vlm"]["evaluate"]),
     wildcard_constraints:
         head="deepsurv|deephit",
         pretrain="with|without",

@@ -23,7 +23,7 @@ rule train_baseline:
                   labels={"dataset": "{dataset}", "model": "{model}", "modality": "{modality}"}),
     params:
         clinical=lambda wildcards: list(dataset_spec(wildcards).get("clinical", {})),
-        survival=config["survival"],
+        survival=rule_params.baseline(config["survival"]),
     wildcard_constraints:
         model="coxph|deepsurv|deephit",
         modality="clinical|text|image|both",

@@ -40,7 +40,7 @@ rule train_stage1:
         decoder=decoder_folder(config["vlm"]),
         # the encoder + preprocessing that made the stores, recorded in the model folder
         imaging=imaging_params(config["imaging"]),
-        vlm=config["vlm"],
+        vlm=rule_params.stage1(config["vlm"]),
         lock_dir=config["gpu"]["lock_dir"],
     # one CPU thread: the demo decoder's small matrices gain little from a second one, and a
     # busy 2-core machine loses a lot to threads waiting on each other (GPU runs need no more)
