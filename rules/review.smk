@@ -7,9 +7,12 @@
 # what depends on it) re-runs exactly when the review's content changed.
 
 from ctsurv.review.digest import review_digests
+from ctsurv.review.workbook import part_paths
 
-# Where the clinician workbooks are (config review.workbook and review.reviewers).
-REVIEW_PLACES = {key: config["review"][key] for key in ("workbook", "reviewers")}
+# Where the clinician workbooks are (config review.workbook and review.reviewers) and in how
+# many parts each is handed out (review.parts: export.partK-of-N.xlsx, one study in one part).
+REVIEW_PLACES = {key: config["review"][key] for key in ("workbook", "reviewers", "parts")}
+EXPORTS = [str(p) for p in part_paths("results/{dataset}/review/export.xlsx", config["review"]["parts"])]
 
 
 rule export_review:
@@ -18,7 +21,7 @@ rule export_review:
         cohort="results/{dataset}/cohort.parquet",
         questions=config["extraction"]["questions"],
     output:
-        workbook="results/{dataset}/review/export.xlsx",
+        workbooks=EXPORTS,
     params:
         review=REVIEW_PLACES,
     log:
@@ -75,7 +78,7 @@ rule build_instructions:
 STAGE_TARGETS.append(
     lambda: expand(
         [
-            "results/{dataset}/review/export.xlsx",
+            *EXPORTS,
             "results/{dataset}/qa/final.parquet",
             "results/{dataset}/instructions/train.json",
         ],

@@ -8,7 +8,7 @@ def main(smk):
     from ctsurv.review.steps import run_apply
 
     workbooks = clinician_workbooks(smk.params.review, smk.wildcards.dataset)
-    run_apply(smk.input.answers, workbooks, smk.output.final, smk.output.audit)
+    run_apply(smk.input.answers, workbooks, smk.output.final, smk.output.audit, parts=smk.params.review["parts"])
 
 
 run_step(snakemake, main)  # noqa: F821

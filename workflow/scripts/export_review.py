@@ -8,7 +8,8 @@ def main(smk):
     from ctsurv.review.steps import run_export
 
     workbooks = clinician_workbooks(smk.params.review, smk.wildcards.dataset)
-    run_export(smk.input.answers, smk.input.cohort, smk.input.questions, smk.output.workbook, workbooks)
+    run_export(smk.input.answers, smk.input.cohort, smk.input.questions, smk.output.workbooks[0], workbooks,
+               parts=smk.params.review["parts"])
 
 
 run_step(snakemake, main)  # noqa: F821

@@ -55,6 +55,7 @@ def run_status(args) -> int:
     from ..review.clinician import clinician_workbooks
     from ..review.status import review_status
     from ..review.steps import current_review
+    from ..review.workbook import part_paths
 
     config = _config(args)
     for dataset in _datasets(config, args.dataset):
@@ -63,9 +64,11 @@ def run_status(args) -> int:
         if not answers.exists():
             print(f"{dataset}: no answers yet ({answers} missing; run the workflow up to extract_answers)\n")
             continue
-        final, audit = current_review(answers, workbooks)
-        present = [str(p) for p in workbooks.values() if p.exists()]
-        source = ", ".join(present) if present else "no workbook at " + ", ".join(map(str, workbooks.values()))
+        parts = int(config["review"].get("parts") or 1)
+        final, audit = current_review(answers, workbooks, parts)
+        files = [p for base in workbooks.values() for p in part_paths(base, parts)]
+        present = [str(p) for p in files if p.exists()]
+        source = ", ".join(present) if present else "no workbook at " + ", ".join(map(str, files))
         print(f"{dataset} ({source})")
         print(review_status(final).to_string())
         unapplied = audit[~audit["applied"]]
@@ -105,8 +108,14 @@ def run_update(args) -> int:
     answers = pd.read_parquet(answers_path)
     reports = read_reports(f"results/{dataset}/cohort.parquet")
     questions = load_questions(questions_for(config["extraction"]["questions"]))
-    for workbook in workbooks.values():
-        summary, backup = update_clinician_workbook(answers, reports, questions, workbook)
+    from ..review.workbook import part_paths
+    from ..shards import shard_of
+
+    parts = int(config["review"].get("parts") or 1)
+    part = answers["study_id"].astype(str).map(lambda sid: shard_of(sid, parts))
+    for workbook, k in ((p, k) for base in workbooks.values() for k, p in enumerate(part_paths(base, parts))):
+        # a part holds the studies its hash names (as the export): update each with its own rows
+        summary, backup = update_clinician_workbook(answers[part == k] if parts > 1 else answers, reports, questions, workbook)
         from ..review.clinician import added_columns
 
         kept, _ = added_columns(workbook)

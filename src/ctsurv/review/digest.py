@@ -96,9 +96,14 @@ def review_digests(review_config, dataset: str, cache_dir: str | Path) -> str:
     """
     from .clinician import clinician_workbooks
 
+    from .workbook import part_paths
+
+    n = int(review_config.get("parts") or 1)
     parts = []
-    for reviewer, path in clinician_workbooks(review_config, dataset).items():
-        cache = Path(cache_dir) / (f"digest.{reviewer}.json" if reviewer else "digest.json")
-        digest = cached_review_digest(path, cache)
-        parts.append(f"{reviewer}={digest}" if reviewer else digest)
+    for reviewer, base in clinician_workbooks(review_config, dataset).items():
+        for k, path in enumerate(part_paths(base, n), start=1):
+            label = ".".join(x for x in (reviewer, f"part{k}-of-{n}" if n > 1 else None) if x)
+            cache = Path(cache_dir) / (f"digest.{label}.json" if label else "digest.json")
+            digest = cached_review_digest(path, cache)
+            parts.append(f"{label}={digest}" if label else digest)
     return "; ".join(parts)

@@ -13,6 +13,12 @@ Re-exporting with ``previous=`` carries every decision over, matched by (study, 
 when the extracted answer is unchanged.  When it changed, the old decision is not applied
 to the new answer: the row is left for review again and ``previous_review`` says what was
 decided about the old answer (highlighted).
+
+Large datasets (CT-RATE: about 300,000 rows) are handed out in parts (config
+``review.parts``): :func:`export_workbooks` writes one workbook per part, a study's rows
+all in the part :func:`ctsurv.shards.shard_of` names (so it keeps its part when studies are
+added), each file built and saved before the next (memory of one part).  Excel holds
+1,048,576 rows a sheet; a part over :data:`PART_WARN_ROWS` rows gets a warning.
 """
 
 from __future__ import annotations
@@ -32,6 +38,19 @@ from .layout import COLUMNS, DECISIONS, EDITABLE, ORIGINAL_SHEET, READ_ONLY, REP
 from .validate import check_rows, problem_message, read_workbook
 
 log = logging.getLogger(__name__)
+
+#: rows of one review sheet Excel can hold (1,048,576 less the header)
+EXCEL_MAX_ROWS = 1_048_575
+#: rows of one workbook past which a warning suggests more parts (a clinician's file stays workable)
+PART_WARN_ROWS = 100_000
+
+
+def part_paths(path: str | Path, parts: int) -> list[Path]:
+    """The files of a workbook handed out in ``parts`` (``name.part2-of-8.xlsx``); itself when 1."""
+    path = Path(path)
+    if parts <= 1:
+        return [path]
+    return [path.with_name(f"{path.stem}.part{k}-of-{parts}{path.suffix}") for k in range(1, parts + 1)]
 
 
 @dataclass(frozen=True)
@@ -132,19 +151,76 @@ def export_workbook(
             unknown decision, a correction without its answer, a duplicated row): nothing
             is carried over silently; the message names sheet, row and column.
     """
-    old = None
-    if previous is not None and Path(previous).exists():
-        old, problems = read_workbook(previous)
-        found, decisions = check_rows(previous, old)
+    return export_workbooks(answers, reports, questions, [out], [] if previous is None else [previous])
+
+
+def read_previous(paths: Sequence[str | Path]) -> pd.DataFrame | None:
+    """The rows of the existing workbooks among ``paths``, validated (decisions normalised); None if none exists."""
+    frames = []
+    for path in paths:
+        if not Path(path).exists():
+            continue
+        old, problems = read_workbook(path)
+        found, decisions = check_rows(path, old)
         problems += found
         if problems:
-            raise DataError(problem_message(previous, problems, "; fix them before decisions can be carried over"))
-        old = old.assign(decision=pd.Series(decisions, index=old.index, dtype=object))
+            raise DataError(problem_message(path, problems, "; fix them before decisions can be carried over"))
+        frames.append(old.assign(decision=pd.Series(decisions, index=old.index, dtype=object)))
+    return pd.concat(frames, ignore_index=True) if frames else None
+
+
+def export_workbooks(
+    answers: pd.DataFrame,
+    reports: pd.DataFrame,
+    questions: Sequence[Question],
+    outs: Sequence[str | Path],
+    previous: Sequence[str | Path] = (),
+) -> ExportSummary:
+    """Write the review workbook in ``len(outs)`` parts, carrying decisions over from ``previous``.
+
+    A study's rows go to part ``shard_of(study_id, len(outs))``; decisions of every existing
+    ``previous`` workbook are carried over by (study, question) whatever part they were in.
+
+    Returns:
+        The summary over all parts.
+
+    Raises:
+        DataError: a previous workbook is damaged or holds an invalid decision (see
+            :func:`export_workbook`); a part would exceed Excel's row limit (set more parts).
+    """
+    from ..shards import shard_of
+
+    old = read_previous(previous)
     _warn_about_cells(answers, reports)
-    rows, summary = review_rows(answers, questions, old)
-    book = _build_book(rows, reports)
-    save_atomic(book, out)
-    return summary
+    n = len(outs)
+    part = answers["study_id"].astype(str).map(lambda sid: shard_of(sid, n)).to_numpy() if n > 1 else None
+    totals = dict(rows=0, carried=0, changed=0, new=0)
+    seen: set[tuple[str, str]] = set()
+    for k, out in enumerate(outs):
+        mine = answers if part is None else answers[part == k]
+        studies = set(mine["study_id"].astype(str))
+        if len(mine) > EXCEL_MAX_ROWS:
+            raise DataError(f"{out}: {len(mine)} review rows do not fit one Excel sheet ({EXCEL_MAX_ROWS}); "
+                            f"set review.parts to at least {len(answers) // PART_WARN_ROWS + 1}")
+        if len(mine) > PART_WARN_ROWS:
+            log.warning("%s: %d rows in one workbook; consider review.parts >= %d (about %d rows each)",
+                        out, len(mine), len(answers) // PART_WARN_ROWS + 1, PART_WARN_ROWS)
+        mine_old = None if old is None else old[old["study_id"].astype(str).isin(studies)]
+        rows, summary = review_rows(mine, questions, mine_old)
+        seen.update(zip(rows["study_id"], rows["question_id"]))
+        book = _build_book(rows, reports[reports["study_id"].astype(str).isin(studies)])
+        save_atomic(book, out)
+        del book
+        for key in totals:
+            totals[key] += getattr(summary, key)
+        if n > 1:
+            log.info("%s: part %d of %d, %d rows of %d studies", out, k + 1, n, summary.rows, len(studies))
+    dropped = 0
+    if old is not None:
+        for row in old.itertuples(index=False):
+            reviewed = any(getattr(row, name) for name in EDITABLE) or row.previous_review
+            dropped += bool(reviewed) and (row.study_id, row.question_id) not in seen
+    return ExportSummary(dropped=dropped, **totals)
 
 
 def _warn_about_cells(answers: pd.DataFrame, reports: pd.DataFrame) -> None:
