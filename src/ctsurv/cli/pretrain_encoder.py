@@ -9,7 +9,7 @@ from pathlib import Path
 from .checks import fraction, non_negative_int, positive_float, positive_int
 
 #: the shipped recipe (src/ctsurv/models/demo-merlin/CARD.md says how it was chosen)
-RECIPE = {"corpus_size": 3000, "corpus_seed": 20261206, "heldout_size": 400, "epochs": 7, "width": 16,
+RECIPE = {"corpus_size": 3000, "corpus_seed": 20261206, "heldout_size": 400, "epochs": 5, "width": 16,
           "layers": [1, 1, 1, 1], "lr": 2e-3, "batch_size": 8, "val_fraction": 0.1, "spacing": [4.0, 4.0, 6.0],
           "size": [96, 96, 64], "precision": "auto", "save_dtype": "float16"}
 
