@@ -19,7 +19,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .checks import non_negative_int, positive_float, positive_int
+from .checks import device, non_negative_int, positive_float, positive_int
 
 MODEL_HOW = "pass the folder written by ctsurv train-stage1 (rule train_stage1) or ctsurv.vlm.save"
 STORE_HOW = "write it with the workflow's encode_images rule or ctsurv encode-images"
@@ -40,7 +40,7 @@ def register(subparsers) -> None:
     p.add_argument("--question", required=True, help="the question")
     p.add_argument("--clinical", default=None, help="clinical sentence placed before the image (as in training)")
     p.add_argument("--max-new-tokens", type=positive_int, default=64, help="longest answer in tokens (default 64)")
-    p.add_argument("--device", default=None, help="cuda, cpu, ... (default: cuda when available)")
+    p.add_argument("--device", type=device, default=None, help="cuda, cpu, ... (default: cuda when available)")
     p.add_argument("--decoder", type=Path, default=None,
                    help="base decoder folder, if it cannot be found (LoRA models; default: where vlm.json records it, "
                    "else by its hash beside the model folder or in $CTSURV_MODEL_PATH)")

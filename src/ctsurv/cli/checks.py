@@ -75,6 +75,26 @@ def fraction(text: str) -> float:
     return value
 
 
+def device(text: str) -> str:
+    """argparse type of every ``--device`` flag: a torch device this machine has (``cuda``
+    without a visible GPU stops at parsing, not with a CUDA traceback after loading a model)."""
+    import torch
+
+    try:
+        kind = torch.device(text).type
+    except (RuntimeError, ValueError):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a torch device; use cpu or cuda (cuda:N for the N-th GPU)") from None
+    if kind == "cuda":
+        if not torch.cuda.is_available():
+            raise argparse.ArgumentTypeError(f"{text}: no CUDA GPU is available on this machine "
+                                             "(torch.cuda.is_available() is False); use --device cpu or leave --device out")
+        index = torch.device(text).index
+        if index is not None and index >= torch.cuda.device_count():
+            raise argparse.ArgumentTypeError(f"{text}: this machine has {torch.cuda.device_count()} GPU(s) (cuda:0 to "
+                                             f"cuda:{torch.cuda.device_count() - 1})")
+    return text
+
+
 def _same_file(a: Path, b: Path) -> bool:
     if os.path.realpath(a) == os.path.realpath(b):
         return True

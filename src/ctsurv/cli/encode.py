@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .checks import non_negative_int, positive_int
+from .checks import device, non_negative_int, positive_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -23,7 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the random encoder (no checkpoint)")
     p.add_argument("--tokens", type=int, choices=[49, 490], default=49, help="49: mean over z (paper); 490: all")
     p.add_argument("--batch-size", type=positive_int, default=8)
-    p.add_argument("--device", default=None, help="cuda, cpu, ... (default: cuda when available)")
+    p.add_argument("--device", type=device, default=None, help="cuda, cpu, ... (default: cuda when available)")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto")
     p.add_argument("--workers", type=non_negative_int, default=None, help="volume-reading processes (default 2 on a GPU, 0 on a CPU)")
     p.set_defaults(func=_encode_images)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..resources import questions_file
-from .checks import int_at_least, non_negative_int, positive_float, positive_int
+from .checks import device, int_at_least, non_negative_int, positive_float, positive_int
 
 
 def _shard(text: str) -> tuple[int, int]:
@@ -44,7 +44,8 @@ def register(subparsers) -> None:
     parser.add_argument("--concurrency", type=positive_int, default=16, help="requests in flight / generation batch (default 16)")
     parser.add_argument("--timeout", type=positive_float, default=120.0, help="seconds per request (default 120)")
     parser.add_argument("--retries", type=non_negative_int, default=2, help="extra attempts per report (default 2)")
-    parser.add_argument("--device", choices=["cpu", "cuda", "auto"], default="cpu", help="transformers device")
+    parser.add_argument("--device", type=lambda text: text if text == "auto" else device(text), choices=["cpu", "cuda", "auto"],
+                        default="cpu", help="transformers device")
     parser.add_argument("--batch-size", type=positive_int, default=64, help="reports per cache file (default 64)")
     parser.set_defaults(func=run)
 

@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 
 from .ask import STORE_HOW, add_encoder_flags
-from .checks import positive_float, positive_int
+from .checks import device, positive_float, positive_int
 
 
 def register(subparsers) -> None:
@@ -39,7 +39,7 @@ def register(subparsers) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     p.add_argument("--max-new-tokens", type=positive_int, default=48, help="longest answer in tokens (default 48)")
     p.add_argument("--batch-size", type=positive_int, default=32, help="questions per forward pass (default 32)")
-    p.add_argument("--device", default=None, help="cuda, cpu, ... (default: cuda when available)")
+    p.add_argument("--device", type=device, default=None, help="cuda, cpu, ... (default: cuda when available)")
     p.add_argument("--decoder", type=Path, default=None,
                    help="base decoder folder, if it cannot be found (default: where vlm.json records it, else by its "
                    "hash beside the model folder or in $CTSURV_MODEL_PATH)")

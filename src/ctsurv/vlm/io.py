@@ -170,12 +170,17 @@ def load(
         gradient_checkpointing: as in :func:`ctsurv.vlm.build`.
 
     Raises:
-        DataError: not a model folder, another decoder, another feature store, missing base.
+        DataError: not a model folder, a damaged one (a file missing or cut short:
+            :func:`.folder_check.check_model_folder`), another decoder, another feature
+            store, missing base.
     """
     from safetensors.torch import load_file
 
+    from .folder_check import check_model_folder
+
     folder = Path(folder)
     config = VLMConfig.from_json(folder / CONFIG_FILE)
+    check_model_folder(folder, config)  # every file complete, before minutes of loading
     check_fingerprint(config, folder, feature_fingerprint)
     if decoder is not None:
         base = Path(decoder)

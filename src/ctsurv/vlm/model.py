@@ -210,11 +210,9 @@ def load_decoder(path: str | Path, dtype: torch.dtype = torch.float32):
         hf_config = AutoConfig.from_pretrained(path, local_files_only=True)
     except (ValueError, OSError, KeyError) as err:
         raise DataError(f"decoder folder {path}: config.json is not a Hugging Face model config ({_first_line(err)})") from None
-    from transformers import MODEL_FOR_CAUSAL_LM_MAPPING
-
-    if type(hf_config) not in MODEL_FOR_CAUSAL_LM_MAPPING:
+    if not is_causal_lm(hf_config):
         raise DataError(f"decoder folder {path} holds a '{hf_config.model_type}' model, which is not a causal language "
-                        "model (AutoModelForCausalLM cannot load it); use a decoder-only LM such as LLaMA")
+                        "model (an encoder such as BERT cannot write answers); use a decoder-only LM such as LLaMA")
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     except (ValueError, OSError, TypeError) as err:
@@ -225,6 +223,23 @@ def load_decoder(path: str | Path, dtype: torch.dtype = torch.float32):
     except (OSError, ValueError) as err:
         raise DataError(f"decoder folder {path}: the weights could not be loaded ({_first_line(err)})") from None
     return tokenizer, decoder
+
+
+#: Encoder-only families: transformers maps some of them to a "causal LM" class (BertLMHeadModel)
+#: that is a masked-LM encoder run with a causal mask, not a language model that writes text.
+ENCODER_ONLY = ("bert", "roberta", "xlm-roberta", "distilbert", "albert", "electra", "deberta", "deberta-v2",
+                "camembert", "longformer", "mpnet", "ernie", "modernbert", "mobilebert", "funnel", "squeezebert")
+
+
+def is_causal_lm(hf_config) -> bool:
+    """Whether a model config is a decoder-only language model (by family and by the classes it
+    was saved as: ``architectures`` such as LlamaForCausalLM, GPT2LMHeadModel)."""
+    from transformers import MODEL_FOR_CAUSAL_LM_MAPPING
+
+    if type(hf_config) not in MODEL_FOR_CAUSAL_LM_MAPPING or hf_config.model_type in ENCODER_ONLY:
+        return False
+    saved_as = list(getattr(hf_config, "architectures", None) or [])
+    return not saved_as or any(name.endswith(("ForCausalLM", "LMHeadModel")) for name in saved_as)
 
 
 def _first_line(err: Exception) -> str:

@@ -35,9 +35,12 @@ def load_stage2(folder: str | Path, feature_fingerprint: str | None = None, dtyp
 
     from .io import load
 
+    from .folder_check import check_model_folder
+
     folder = Path(folder)
-    if not (folder / BRANCH_CONFIG).is_file():
+    if not (folder / BRANCH_CONFIG).is_file() and not (folder / BRANCH_WEIGHTS).is_file():
         raise DataError(f"{folder} is not a stage-2 model: no {BRANCH_CONFIG} (train it with rule train_stage2)")
+    check_model_folder(folder, extra=(BRANCH_CONFIG, BRANCH_WEIGHTS))
     meta = json.loads((folder / BRANCH_CONFIG).read_text(encoding="utf-8"))
     vlm = load(folder, feature_fingerprint=feature_fingerprint, decoder=decoder,
                **({} if dtype is None else {"dtype": dtype}))
