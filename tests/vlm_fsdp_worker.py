@@ -29,14 +29,15 @@ def fsdp_accelerator(settings):
 
     AcceleratorState._reset_state()  # keeps the process group (PartialState)
     GradientState._reset_state()
-    acc = Accelerator(cpu=True, mixed_precision="no", gradient_accumulation_steps=settings.grad_accum)
+    accum = settings.accumulation(PartialState(cpu=True).num_processes)
+    acc = Accelerator(cpu=True, mixed_precision="no", gradient_accumulation_steps=accum)
     acc.state.fsdp_plugin = FullyShardedDataParallelPlugin(
         fsdp_version=2, auto_wrap_policy="transformer_based_wrap", transformer_cls_names_to_wrap=["LlamaDecoderLayer"],
         state_dict_type="SHARDED_STATE_DICT", reshard_after_forward=True)
     acc.state.distributed_type = DistributedType.FSDP
     PartialState._shared_state["distributed_type"] = DistributedType.FSDP
     assert acc.is_fsdp2
-    return acc
+    return acc, accum  # as trainer._make_accelerator: the accelerator and the accumulation steps
 
 
 def main(mode: str, instructions: str, store: str, decoder: str, out: str) -> None:
