@@ -12,7 +12,8 @@ from ctsurv.review.workbook import part_paths
 # Where the clinician workbooks are (config review.workbook and review.reviewers) and in how
 # many parts each is handed out (review.parts: export.partK-of-N.xlsx, one study in one part).
 REVIEW_PLACES = {key: config["review"][key] for key in ("workbook", "reviewers", "parts")}
-EXPORTS = [str(p) for p in part_paths("results/{dataset}/review/export.xlsx", config["review"]["parts"])]
+EXPORT = "results/{dataset}/review/export.xlsx"
+EXPORTS = [str(p) for p in part_paths(EXPORT, config["review"]["parts"])]
 
 
 rule export_review:
@@ -24,6 +25,7 @@ rule export_review:
         workbooks=EXPORTS,
     params:
         review=REVIEW_PLACES,
+        export=lambda wildcards: EXPORT.format(dataset=wildcards.dataset),
     log:
         "results/logs/export_review/{dataset}.log",
     benchmark:

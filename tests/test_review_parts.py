@@ -5,6 +5,7 @@ decision (tiny split: 7 studies in 3 parts)."""
 from __future__ import annotations
 
 import pandas as pd
+import pytest
 
 from ctsurv.review.digest import review_digests
 from ctsurv.review.steps import run_apply, run_export
@@ -63,3 +64,65 @@ def test_a_split_review_round_trip_keeps_every_decision(tmp_path):
 def test_part_paths_keep_one_file_when_not_split(tmp_path):
     assert part_paths(tmp_path / "r.xlsx", 1) == [tmp_path / "r.xlsx"]
     assert part_paths("r.xlsx", 2)[1].name == "r.part2-of-2.xlsx"
+
+
+SNAKEFILE = """
+configfile: "config.yaml"
+
+include: "{repo}/rules/common.smk"
+include: "{repo}/rules/review.smk"
+
+
+rule fake_ingest:
+    input:
+        "raw/cohort.parquet",
+    output:
+        "results/{{dataset}}/cohort.parquet",
+    shell:
+        "cp {{input}} {{output}}"
+
+
+rule fake_extract:
+    input:
+        cohort="results/{{dataset}}/cohort.parquet",
+        answers="raw/answers.parquet",
+    output:
+        "results/{{dataset}}/qa/answers.parquet",
+    shell:
+        "cp {{input.answers}} {{output}}"
+"""
+
+
+@pytest.mark.slow
+def test_the_review_rules_export_and_apply_every_part(tmp_path, repo):
+    import subprocess
+    import sys
+
+    import yaml
+
+    config = yaml.safe_load((repo / "config" / "config.yaml").read_text(encoding="utf-8"))
+    config["datasets"] = {"demo_lung": config["datasets"]["demo_lung"]}
+    config["extraction"]["questions"] = str(repo / "config" / "questions.yaml")
+    config["review"] = {"workbook": "reviews/{dataset}.xlsx", "parts": 2}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
+    (tmp_path / "Snakefile").write_text(SNAKEFILE.format(repo=repo), encoding="utf-8")
+    (tmp_path / "raw").mkdir()
+    make_reports(7).assign(patient_id=[f"p{i}" for i in range(7)], split="train").to_parquet(tmp_path / "raw" / "cohort.parquet")
+    make_answers(7).to_parquet(tmp_path / "raw" / "answers.parquet")
+    targets = ["results/demo_lung/qa/final.parquet", "results/demo_lung/review/export.part2-of-2.xlsx"]
+
+    def run():
+        res = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "1", "--directory", str(tmp_path), "-s",
+                              str(tmp_path / "Snakefile"), *targets], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+        assert res.returncode == 0, (res.stdout + res.stderr)[-4000:]
+        return res.stdout + res.stderr
+
+    run()
+    exports = [tmp_path / "results/demo_lung/review" / f"export.part{k}-of-2.xlsx" for k in (1, 2)]
+    clinician = [tmp_path / "reviews" / f"demo_lung.part{k}-of-2.xlsx" for k in (1, 2)]
+    assert all(p.exists() for p in exports + clinician) and not (tmp_path / "reviews" / "demo_lung.xlsx").exists()
+    first = next(iter(review_values(clinician[1])))
+    edit(clinician[1], {f"{col('decision')}2": "reject"})
+    assert "apply_review" in run()  # the digest of part 2 changed
+    final = pd.read_parquet(tmp_path / "results/demo_lung/qa/final.parquet").set_index(["study_id", "question_id"])
+    assert final.loc[first, "decision"] == "reject" and (final["decision"] == "pending").sum() == 13

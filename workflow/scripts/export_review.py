@@ -8,7 +8,8 @@ def main(smk):
     from ctsurv.review.steps import run_export
 
     workbooks = clinician_workbooks(smk.params.review, smk.wildcards.dataset)
-    run_export(smk.input.answers, smk.input.cohort, smk.input.questions, smk.output.workbooks[0], workbooks,
+    # writes smk.output.workbooks: params.export itself, or its parts (export.partK-of-N.xlsx)
+    run_export(smk.input.answers, smk.input.cohort, smk.input.questions, smk.params.export, workbooks,
                parts=smk.params.review["parts"])
 
 
