@@ -28,7 +28,7 @@ rule train_stage2:
         decoder=decoder_folder(config["vlm"]),
         # recorded in the model folder: the encoder (ctsurv predict --image) and the training
         # patients' risks scored as predict_stage2 scores them (percentile, Breslow)
-        imaging=imaging_params(config["imaging"]),
+        imaging=imaging_params({**config["imaging"], "encoder": encoder_settings()}),
         reference=reference_params(config["vlm"]["stage2"]["predict"]),
         lock_dir=config["gpu"]["lock_dir"],
     wildcard_constraints:

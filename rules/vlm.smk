@@ -38,8 +38,9 @@ rule train_stage1:
     params:
         data=stage1_data(PRETRAIN_DATASETS),
         decoder=decoder_folder(config["vlm"]),
-        # the encoder + preprocessing that made the stores, recorded in the model folder
-        imaging=imaging_params(config["imaging"]),
+        # the encoder + preprocessing that made the stores (the in-run pretrained one when it is
+        # used: encoder_settings), recorded in the model folder
+        imaging=imaging_params({**config["imaging"], "encoder": encoder_settings()}),
         vlm=rule_params.stage1(config["vlm"]),
         lock_dir=config["gpu"]["lock_dir"],
     # one CPU thread: the demo decoder's small matrices gain little from a second one, and a
