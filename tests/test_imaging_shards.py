@@ -175,3 +175,59 @@ def test_snakemake_with_3_shards_writes_the_one_job_files_byte_for_byte(tmp_path
         assert meta.pop("volumes") == volumes_fingerprint(IDS, stamps)
         metas[results] = meta
     assert metas[three] == metas[one] and metas[one]["precision"] == "fp32" and metas[one]["n_tokens"] == 4
+
+
+KILLER = """
+import os, signal, sys
+import pandas as pd
+from ctsurv.imaging import cache as cache_mod, cohort_cache
+from ctsurv.imaging.encode import encode_dataset
+from ctsurv.imaging.sharded import preprocess_shard
+
+victim, step, root = sys.argv[1], sys.argv[2], sys.argv[3]
+if step == "preprocess":
+    real = cohort_cache._process_study
+    def process(task):
+        if task[0]["study_id"] == victim:
+            os.kill(os.getpid(), signal.SIGKILL)  # kill -9: no cleanup, no exception
+        return real(task)
+    cohort_cache._process_study = process
+    preprocess_shard(pd.read_parquet(root + "/cohort.parquet"), root + "/ct", (0, 3), spacing=[8.0, 8.0, 8.0],
+                     size=[64, 64, 32], precision="uint16")
+else:
+    real = cache_mod.load_preprocessed
+    def load(cache_dir, study_id, mmap=False):
+        if study_id == victim:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real(cache_dir, study_id, mmap)
+    cache_mod.load_preprocessed = load
+    encode_dataset(root + "/ct/qc.parquet", root + "/shard", {ENCODER}, shard=(0, 3))
+"""
+
+
+def test_a_shard_killed_with_sigkill_resumes_where_it_stopped(tmp_path):
+    from ctsurv.data.cohort import build_cohort
+    from ctsurv.imaging.qc import write_qc_table
+    from ctsurv.imaging.sharded import preprocess_shard
+
+    tiny_cohort(tmp_path / "raw")
+    spec = {"adapter": "manifest", "role": "pretrain", "path": str(tmp_path / "raw" / "manifest.csv"), "clinical": {}}
+    cohort = build_cohort("tiny", spec, {"splits": {"seed": 1, "train": 0.5, "val": 0.25, "test": 0.25}})
+    cohort.to_parquet(tmp_path / "cohort.parquet")
+    script = KILLER.replace("{ENCODER}", repr(ENCODER))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    members = shard_members(IDS, 0, 3)  # s1, s4, s5, s6
+    run = subprocess.run([sys.executable, "-c", script, "s5", "preprocess", str(tmp_path)], env=env, capture_output=True, text=True)
+    assert run.returncode == -9, run.stderr[-2000:]
+    qc = preprocess_shard(cohort, tmp_path / "ct", (0, 3), spacing=[8.0, 8.0, 8.0], size=[64, 64, 32], precision="uint16")
+    assert dict(zip(qc["study_id"], qc["status"])) == {"s1": "cached", "s4": "cached", "s5": "ok", "s6": "ok"}
+    write_qc_table(qc, tmp_path / "ct" / "qc.parquet")
+
+    run = subprocess.run([sys.executable, "-c", script, "s5", "encode", str(tmp_path)], env=env, capture_output=True, text=True)
+    assert run.returncode == -9, run.stderr[-2000:]
+    partial = tmp_path / ".shard.partial"
+    assert len(list(partial.glob("shard-*.npz"))) == 1  # s1, s4: one batch of 2 kept
+    store = FeatureStore(encode_dataset(tmp_path / "ct" / "qc.parquet", tmp_path / "shard", ENCODER, shard=(0, 3)))
+    assert store.study_ids == members and not partial.exists()
+    fresh = FeatureStore(encode_dataset(tmp_path / "ct" / "qc.parquet", tmp_path / "fresh", ENCODER, shard=(0, 3)))
+    assert store.array("tokens").tobytes() == fresh.array("tokens").tobytes()
