@@ -81,6 +81,30 @@ class FeatureStore:
         rows = np.fromiter((self._row[s] for s in study_ids), dtype=np.int64, count=len(study_ids))
         return np.asarray(arr[rows], dtype=dtype)
 
+    def check_finite(self, study_ids: Sequence[str], name: str = "tokens", chunk_rows: int = 256) -> None:
+        """Refuse NaN or infinite features of ``study_ids`` (read in chunks of rows from the
+        memory map): a single NaN token trains a model whose weights are all NaN.
+
+        Raises:
+            DataError: naming the store, the studies and each one's count of bad values.
+        """
+        arr = self.array(name)
+        ids = list(dict.fromkeys(study_ids))
+        rows = np.fromiter((self._row[s] for s in ids), dtype=np.int64, count=len(ids))
+        order = np.argsort(rows, kind="stable")  # sequential reads of the memory map
+        bad: dict[str, int] = {}
+        for start in range(0, len(order), chunk_rows):
+            part = order[start:start + chunk_rows]
+            block = np.asarray(arr[rows[part]])
+            counts = (~np.isfinite(block)).reshape(len(part), -1).sum(axis=1)
+            for i in np.flatnonzero(counts):
+                bad[ids[part[i]]] = int(counts[i])
+        if bad:
+            shown = ", ".join(f"study '{s}' ({n} values)" for s, n in list(bad.items())[:5])
+            more = f" and {len(bad) - 5} more studies" if len(bad) > 5 else ""
+            raise DataError(f"feature store {self.path}: '{name}' holds NaN or infinite values: {shown}{more}; "
+                            "re-encode those studies (delete the store and rerun encode_images) or check their images")
+
     def __contains__(self, study_id: str) -> bool:
         return study_id in self._row
 

@@ -83,6 +83,11 @@ def column_values(table: pd.DataFrame, col: ProbeColumn, source: str = "table") 
                 f"{source}, row {row + 2}, column '{col.column}': {raw.iloc[row]!r} is not a number; "
                 f"probe it as '{col.column}:present', or name a numeric column"
             )
+    infinite = np.flatnonzero(np.isinf(values))
+    if infinite.size:
+        rows = ", ".join(str(int(r) + 2) for r in infinite[:5]) + (f" and {infinite.size - 5} more" if infinite.size > 5 else "")
+        raise DataError(f"{source}, column '{col.column}': infinite value(s) at row(s) {rows}; a probe target must be "
+                        "finite: fix those cells or leave them empty (empty cells are left out)")
     distinct = np.unique(values[~np.isnan(values)])
     if len(distinct) == 2:
         values = np.where(np.isnan(values), np.nan, (values == distinct[1]).astype(np.float64))

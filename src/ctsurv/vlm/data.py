@@ -118,6 +118,7 @@ class InstructionDataset(Dataset):
             raise DataError(f"{missing[0]} has no features in the feature store {store.path} ({len(missing)} records "
                             "without features in all); re-run encode_images for those studies, or drop them from the "
                             "instruction data")
+        store.check_finite([ex["study_id"] for ex in self.examples], "tokens")  # a NaN token makes every weight NaN
         log.info("%d conversations, %d visual tokens each", len(self.examples), self.n_image_tokens)
 
     @classmethod

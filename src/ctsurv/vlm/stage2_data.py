@@ -65,6 +65,7 @@ class StudyTokens:
             raise DataError(f"feature store {store.path} lacks {len(missing)} studies (e.g. {missing[:3]}); re-run encode_images")
         self.rows = np.fromiter((store._row[s] for s in self.ids), dtype=np.int64, count=len(self.ids))
         del array
+        store.check_finite(self.ids, "tokens")  # NaN tokens give a NaN loss, then NaN weights
 
     @property
     def shape(self) -> tuple[int, int, int]:

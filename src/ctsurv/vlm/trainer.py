@@ -298,6 +298,7 @@ def train(
                 with accelerator.accumulate(model):
                     with accelerator.autocast():
                         out = loss_fn(model, batch)
+                    _stop_on_non_finite(accelerator, out["loss"], state["step"] + 1, batch, ckpt_root, best_dir)
                     accelerator.backward(out["loss"])
                     if accelerator.sync_gradients:
                         grad_norm = accelerator.clip_grad_norm_(model.parameters(), settings.max_grad_norm or math.inf)
@@ -503,6 +504,33 @@ def _make_accelerator(settings: TrainSettings):
     accum = settings.accumulation(PartialState(cpu=not cuda).num_processes)
     accelerator = Accelerator(mixed_precision="bf16" if bf16 else "no", gradient_accumulation_steps=accum, cpu=not cuda)
     return accelerator, accum
+
+
+class NonFiniteLoss(CtsurvError):
+    """The training loss became NaN or infinite: training stops before the step is applied."""
+
+
+def _stop_on_non_finite(accelerator, loss: torch.Tensor, step: int, batch: Mapping, ckpt_root: Path, best_dir: Path) -> None:
+    """Stop at the first non-finite loss, before backward and the optimizer step, so that no
+    weight, checkpoint or best model is touched by it.  Every process learns of it (a flag
+    summed over processes), so none is left waiting in the next collective."""
+    bad = (~torch.isfinite(loss.detach())).float().reshape(())
+    if accelerator.num_processes > 1:
+        bad = accelerator.reduce(bad, "sum")
+    if not bool(bad > 0):
+        return
+    studies = list(batch.get("study_ids") or batch.get("ids") or [])
+    shown = ", ".join(f"'{s}'" for s in studies[:8]) + (f" and {len(studies) - 8} more" if len(studies) > 8 else "")
+    own = torch.isfinite(loss.detach()).item()
+    where = (f"on another process's batch (this process's studies: {shown})" if own else
+             f"on the batch of studies {shown}" if studies else "on this batch")
+    latest = latest_checkpoint(ckpt_root)
+    kept = f"the last good checkpoint {latest} is kept (training resumes from it)" if latest else "no checkpoint was written yet"
+    best = f"; the best model so far stays in {best_dir}" if Path(best_dir).exists() else ""
+    value = "NaN or infinite on another process" if own else f"{loss.detach().float().item()}"
+    raise NonFiniteLoss(
+        f"step {step}: the training loss is {value} {where}; training stopped before applying the step: {kept}{best}. "
+        "Check those studies' features and answers (NaN or infinite values), or lower the learning rate")
 
 
 def _enable_gradient_checkpointing(model, settings: TrainSettings, device) -> None:
