@@ -51,8 +51,8 @@ def load_yaml(path: str | Path) -> Any:
     try:
         with open(path, encoding="utf-8") as fh:
             return yaml.load(fh, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: file not found") from None
+    except (FileNotFoundError, IsADirectoryError):
+        raise ConfigError(f"{path}: {'is a folder, not a YAML file' if path.is_dir() else 'file not found'}") from None
     except _DuplicateKey as dup:
         raise ConfigError(
             f"{path}, line {dup.again.line + 1}: key '{dup.key}' is given twice in the same mapping (first on line "

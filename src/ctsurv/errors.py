@@ -20,6 +20,15 @@ class DataError(CtsurvError):
     """An input table, image or workbook is malformed."""
 
 
+def missing(path) -> str:
+    """Why a file cannot be read, for ``f"{path}: {what} {missing(path)}"``: "is a folder, not a
+    file" when a folder stands where a file is expected (not "not found", which sends the user
+    looking for a file that is there), else "not found"."""
+    from pathlib import Path
+
+    return "is a folder, not a file" if Path(path).is_dir() else "not found"
+
+
 def where(path=None, row=None, column=None, study=None) -> str:
     """Format a location prefix such as ``cohort.csv, row 12, column 'time'``.
 

@@ -79,7 +79,13 @@ def gpu_slots(
     With no GPU on the machine, yields ``[]`` when ``allow_cpu`` (the step then runs on the
     CPU) and raises otherwise.  Waits up to ``timeout`` seconds (forever when ``None``) for
     devices held by other jobs to come free.
+
+    Raises:
+        CtsurvError: ``lock_dir`` is a file (checked on every machine, with or without GPUs).
     """
+    if lock_dir and Path(lock_dir).exists() and not Path(lock_dir).is_dir():
+        raise CtsurvError(f"GPU lock folder {lock_dir} is a file; give a folder for the lock files (--lock-dir, config "
+                          "gpu.lock_dir; created when absent)")
     if n <= 0:
         yield []
         return

@@ -70,6 +70,8 @@ def _run(args: argparse.Namespace) -> int:
     from ..vlm import generate_answers, load
     from .checks import check_inputs
 
+    if not args.question.strip():
+        raise DataError("--question is empty; ask a question, e.g. --question 'Is there a pleural effusion?'")
     if args.features is not None and not args.study:
         raise DataError("--features needs --study ID (the study to answer about)")
     if args.image is not None and args.study:

@@ -60,6 +60,10 @@ def run(args) -> int:
     check_outputs([("--out", args.out)], inputs=[args.reports, args.questions], folders=[("--cache-dir", args.cache_dir)])
     questions = load_questions(args.questions)
     reports = read_report_table(args.reports)
+    if args.text_column in reports.columns:
+        from ..data.tables import check_has_text
+
+        check_has_text(reports[args.text_column], args.reports, args.text_column)
     backend = make_backend(
         {
             "backend": args.backend,

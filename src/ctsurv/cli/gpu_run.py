@@ -28,6 +28,9 @@ def _run(args: argparse.Namespace) -> int:
     cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
     if not cmd:
         raise CtsurvError("no command given; usage: ctsurv gpu-run --gpus N -- COMMAND ...")
+    from .checks import check_outputs
+
+    check_outputs(folders=[("--lock-dir", args.lock_dir)])
     import shutil
 
     if shutil.which(cmd[0]) is None:

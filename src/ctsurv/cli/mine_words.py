@@ -32,6 +32,9 @@ def run(args) -> int:
     names = ("words.parquet", "top_words.csv", "top_words.png")
     check_outputs([("--out", args.out / n) for n in names], inputs=[args.reports], folders=[("--out", args.out)])
     texts = read_report_texts(args.reports, args.text_column)
+    from ..data.tables import check_has_text
+
+    check_has_text(texts, args.reports, args.text_column)
     write_mining_outputs(
         texts,
         args.out / "words.parquet",

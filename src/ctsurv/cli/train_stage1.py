@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 from ..resources import config_schema, default_config
@@ -50,6 +51,14 @@ def run(args) -> int:
                      "write it with the workflow's encode_images rule or ctsurv encode-images")]
     check_inputs(files=[("--config", args.config, "config file"), ("--vlm-json", args.vlm_json, "vlm settings file")],
                  folders=folders)
+    seen: dict[str, Path] = {}
+    for instructions, _ in args.data:
+        again = seen.setdefault(os.path.realpath(instructions), instructions)
+        if again is not instructions:
+            from ..errors import CtsurvError
+
+            raise CtsurvError(f"--data {instructions}: this instruction folder is given twice (also as {again}); its "
+                              "conversations would be trained on twice. Give each --data pair once")
     inputs = [args.decoder, args.config, args.vlm_json, *(p for pair in args.data for p in pair)]
     check_outputs(inputs=inputs, folders=[("--out", args.out), ("--out", training_dir(args.out))])
     check_replaceable("--out", args.out, "vlm.json", "model folder")

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..errors import DataError
+from ..errors import DataError, missing
 from . import values
 from .contract import CORE_COLUMNS, GEOMETRY_COLUMNS
 from .images import image_problem
@@ -382,6 +382,6 @@ def read_cohort(path: str | Path) -> pd.DataFrame:
 
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"{path}: cohort table not found (run the rule 'ingest' or 'ctsurv ingest' first)")
+        raise DataError(f"{path}: cohort table {missing(path)} (run the rule 'ingest' or 'ctsurv ingest' first)")
     nullable = {pa.int64(): pd.Int64Dtype(), pa.bool_(): pd.BooleanDtype(), pa.string(): pd.StringDtype()}
     return pq.read_table(path).to_pandas(types_mapper=nullable.get)

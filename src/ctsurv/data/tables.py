@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..errors import DataError, where
+from ..errors import DataError, missing, where
 
 SOURCE = "_source"
 ROW = "_row"
@@ -40,7 +40,7 @@ def load_table(path: str | Path, *, what: str = "table", as_text: bool = True, h
     """
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"{path}: {what} not found{hint}")
+        raise DataError(f"{path}: {what} {missing(path)}{hint}")
     suffixes = [s.lower() for s in path.suffixes]
     suffix = suffixes[-2] if suffixes and suffixes[-1] == ".gz" and len(suffixes) > 1 else (suffixes[-1] if suffixes else "")
     try:
@@ -82,3 +82,23 @@ def locate(df: pd.DataFrame, i: int, column: str | None = None, study=None) -> s
     if study is None and "study_id" in df.columns:
         study = df["study_id"].iat[i]
     return where(source, row, column, study)
+
+
+def text_count(texts) -> tuple[int, int]:
+    """(non-empty, all) of report texts: a missing value or whitespace is empty."""
+    values = list(texts)
+    return sum(1 for t in values if isinstance(t, str) and t.strip()), len(values)
+
+
+def check_has_text(texts, source, column: str, flag: str = "--text-column") -> None:
+    """Refuse a report table whose texts are all empty (the outputs would be empty, silently).
+
+    Raises:
+        DataError: naming the file, the column and how many rows it has.
+    """
+    filled, total = text_count(texts)
+    if total and not filled:
+        raise DataError(f"{source}, column '{column}': all {total} report texts are empty; name the column that holds "
+                        f"the report text ({flag}) or fill in the reports")
+    if not total:
+        raise DataError(f"{source}: the table has no rows")

@@ -12,7 +12,7 @@ import math
 
 import pandas as pd
 
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 from .tables import locate
 
 _TRUE = {"true", "1", "yes", "y", "t"}
@@ -114,6 +114,9 @@ def parse_event(df: pd.DataFrame, column: str = "event") -> pd.Series:
 def parse_category(df: pd.DataFrame, column: str, categories: list) -> pd.Series:
     """Column as a pandas Categorical with the declared categories, in their declared order."""
     allowed = [str(c) for c in categories]
+    if not allowed:
+        raise ConfigError(f"clinical column '{column}' is declared as a category without its categories; list them "
+                          "under 'categories' in the dataset's clinical entry, e.g. categories: [never, former, current]")
     out, bad = [], []
     for i, value in enumerate(df[column].tolist()):
         if _missing(value):

@@ -96,6 +96,11 @@ def extract_answers(
     n_empty = sum(1 for sid, t in zip(ids, texts) if shard_of(sid, n) == i and not (isinstance(t, str) and t.strip()))
     if n_empty:
         log.info("%d studies of shard %d/%d have no report text and are left out", n_empty, i, n)
+    from ..data.tables import text_count
+
+    if texts and not text_count(texts)[0]:
+        log.warning("%s, column '%s': all %d report texts are empty, so there are no answers; check the column "
+                    "(the dataset's 'report' column) and the reports", source, text_column, len(texts))
 
     p_hash = prompt_hash(questions, backend.prompt_version)
     model = model_id(backend)

@@ -23,7 +23,7 @@ import struct
 import tempfile
 from pathlib import Path
 
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError, DataError, missing
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ def gguf_to_folder(gguf: str | Path, out: str | Path, dtype: str = "bfloat16") -
 
     gguf = Path(gguf)
     if not gguf.is_file():
-        raise DataError(f"GGUF file {gguf} not found; check the path")
+        raise DataError(f"GGUF file {gguf} {missing(gguf)}; check the path")
     if importlib.util.find_spec("gguf") is None:
         raise ConfigError("reading GGUF files needs the gguf package: pip install 'ctsurv[gguf]' (or pip install gguf)")
     torch_dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}[dtype]

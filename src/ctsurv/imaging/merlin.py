@@ -45,7 +45,7 @@ from typing import Literal, Sequence
 import torch
 from torch import nn
 
-from ..errors import DataError
+from ..errors import DataError, missing
 
 log = logging.getLogger(__name__)
 
@@ -236,7 +236,7 @@ def checkpoint_file(spec: str | Path) -> Path:
                             f"{'/'.join(WEIGHT_SUFFIXES)} file, or name the file in imaging.encoder.checkpoint")
         return found[0]
     if not path.is_file():
-        raise DataError(f"Merlin checkpoint {path} not found; set imaging.encoder.checkpoint to the local .pt or "
+        raise DataError(f"Merlin checkpoint {path} {missing(path)}; set imaging.encoder.checkpoint to the local .pt or "
                         ".safetensors file, or to packaged:demo-merlin (the demo's encoder)")
     return path
 

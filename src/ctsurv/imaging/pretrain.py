@@ -41,6 +41,7 @@ from torch import nn
 
 from ..atomic import atomic_write
 from ..errors import DataError
+from ..errors import missing as file_missing
 from .merlin import CHECKPOINT_PREFIX, I3ResNet, build_encoder
 
 log = logging.getLogger(__name__)
@@ -101,7 +102,7 @@ def read_phenotypes(path: str | Path, study_ids: Sequence[str]) -> pd.DataFrame:
     """
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"phenotype table {path} not found; the demo generator writes it (rule demo_cohort)")
+        raise DataError(f"phenotype table {path} {file_missing(path)}; the demo generator writes it (rule demo_cohort)")
     table = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path, dtype={"study_id": str})
     if "study_id" not in table.columns:
         raise DataError(f"{path}: no 'study_id' column (columns: {', '.join(map(str, table.columns))})")

@@ -32,6 +32,12 @@ def write_mining_outputs(
         plot_path: bar plot of the ``plot_top`` best words (PNG).
         top_n, plot_top, english_floor, min_doc_fraction: see :func:`~ctsurv.mining.words.mine_words`.
     """
+    from ..data.tables import text_count
+
+    reports = list(reports)
+    filled, total = text_count(reports)
+    if not filled:
+        log.warning("all %d report texts are empty: the word tables and the plot are empty; check the report column", total)
     table = mine_words(reports, english_floor=english_floor, min_doc_fraction=min_doc_fraction, progress=True)
     top = top_words(table, top_n)
     for path in (words_path, top_path, plot_path):

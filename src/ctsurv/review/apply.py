@@ -118,5 +118,6 @@ def _join(values) -> str | None:
 
 
 def usable_answers(final: pd.DataFrame) -> pd.DataFrame:
-    """Rows fit to train or evaluate on: not rejected and not failed ("Not mentioned" kept)."""
-    return final[(final["decision"] != "reject") & (final["status"] != "failed") & final["answer"].notna()]
+    """Rows fit to train or evaluate on: not rejected, not failed and not empty ("Not mentioned" kept)."""
+    filled = final["answer"].notna() & (final["answer"].astype(str).str.strip() != "")
+    return final[(final["decision"] != "reject") & (final["status"] != "failed") & filled]

@@ -80,10 +80,17 @@ def read_folds(path: str | Path, n_rows: int) -> list[tuple[np.ndarray, np.ndarr
     folds = []
     for i, entry in enumerate(entries, start=1):
         try:
-            tr = np.asarray(entry["train_idx"], dtype=np.int64)
-            te = np.asarray(entry["test_idx"], dtype=np.int64)
+            lists = {name: list(entry[name]) for name in ("train_idx", "test_idx")}
         except (KeyError, TypeError, ValueError):
             raise DataError(f"{path}, fold {i}: needs integer lists 'train_idx' and 'test_idx'") from None
+        for name, values in lists.items():
+            # 0.5 or "3" would be cut or cast to a row silently; true is 1 to numpy
+            odd = [v for v in values if isinstance(v, bool) or not isinstance(v, int)]
+            if odd:
+                raise DataError(f"{path}, fold {i}, {name}: {odd[0]!r} is not a row index; row indices are whole "
+                                "numbers (0-based positions in the table)")
+        tr = np.asarray(lists["train_idx"], dtype=np.int64)
+        te = np.asarray(lists["test_idx"], dtype=np.int64)
         for name, idx in (("train_idx", tr), ("test_idx", te)):
             bad = idx[(idx < 0) | (idx >= n_rows)]
             if bad.size:

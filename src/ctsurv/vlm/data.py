@@ -18,7 +18,7 @@ from typing import Iterable, Sequence
 import torch
 from torch.utils.data import Dataset
 
-from ..errors import DataError
+from ..errors import DataError, missing
 from ..features import FeatureStore
 from .prompt import IGNORE_INDEX, IMAGE_TOKEN, tokenize_conversation
 
@@ -37,7 +37,7 @@ def load_records(paths: str | Path | Iterable[str | Path]) -> list[dict]:
     for path in paths:
         path = Path(path)
         if not path.is_file():
-            raise DataError(f"instruction file {path} not found; run build_instructions first")
+            raise DataError(f"instruction file {path} {missing(path)}; run build_instructions first")
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except ValueError as err:
@@ -75,6 +75,12 @@ def conversation_turns(record: dict, where: str) -> list[tuple[str, str]]:
                             "expected human then gpt")
         if not isinstance(human.get("value"), str) or not isinstance(answer.get("value"), str):
             raise DataError(f"{where}: turn {k + 1} or {k + 2} has no text 'value'")
+        question = human["value"].rsplit(IMAGE_TOKEN, 1)[-1]
+        if not question.strip():
+            raise DataError(f"{where}: turn {k + 1} asks no question (nothing after the image); fix or drop the record")
+        if not answer["value"].strip():
+            raise DataError(f"{where}: turn {k + 2}, the reference answer, is empty: the model would learn to answer "
+                            "with nothing; fill it in or drop the record (build_instructions leaves empty answers out)")
         turns.append((human["value"], answer["value"]))
     return turns
 

@@ -109,6 +109,9 @@ def split_turns(record: Mapping, where: str = "") -> list[tuple[str, str, str]]:
     Single-turn records give one; multi-turn records (``per_study``) give one per turn, each
     with the first turn's clinical sentence and image placeholder before its question.
     """
+    from .data import conversation_turns
+
+    conversation_turns(record, f"{where}record '{record.get('id')}'")  # roles, empty questions and answers
     conv = record.get("conversations") or []
     humans = [c["value"] for c in conv if c.get("from") == "human"]
     answers = [c["value"] for c in conv if c.get("from") == "gpt"]
