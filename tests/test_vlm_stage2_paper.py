@@ -178,3 +178,21 @@ def test_visual_tokens_are_read_per_batch_from_the_store(world):
     assert item["features"].dtype == torch.float32
     assert torch.equal(item["features"], torch.from_numpy(store.get([data.questions.at[5, "study_id"]], name="tokens")[0]))
     assert item["input_ids"].dtype == np.int32
+
+
+def test_instruction_records_are_decoded_one_at_a_time_with_clear_errors(tmp_path):
+    from ctsurv.errors import DataError
+    from ctsurv.vlm.stage2_data import iter_records
+
+    records = _records(["a", "b"])
+    path = tmp_path / "train.json"
+    path.write_text(json.dumps(records, indent=1), encoding="utf-8")
+    assert list(iter_records(path)) == records
+    path.write_text(" [ ] ", encoding="utf-8")
+    assert list(iter_records(path)) == []
+    path.write_text(json.dumps(records)[:-1] + " x", encoding="utf-8")
+    with pytest.raises(DataError, match=r"train.json: not a JSON array .*',' or '\]' expected"):
+        list(iter_records(path))
+    path.write_text('[{"id": 1,}]', encoding="utf-8")
+    with pytest.raises(DataError, match=r"train.json: invalid JSON at line 1, column 11"):
+        list(iter_records(path))

@@ -24,7 +24,7 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -103,6 +103,45 @@ class StudyTokens:
             yield self[positions[start:start + size]]
 
 
+def iter_records(path: str | Path):
+    """The records of an instruction JSON file (a JSON array), decoded one at a time.
+
+    ``json.loads`` of a 20,000-patient cohort's training file makes its 84,000 conversations
+    Python objects all at once (about 200 MB for a moment); decoding record by record keeps
+    only the file's text and the current record.
+    """
+    import re
+
+    path = Path(path)
+    text = path.read_text(encoding="utf-8")
+    space = re.compile(r"\s*")
+    decoder = json.JSONDecoder()
+
+    def expect(pos: int, what: str) -> None:
+        found = text[pos:pos + 20] or "the end of the file"
+        raise DataError(f"{path}: not a JSON array of conversation records ({what} expected at character {pos}, "
+                        f"found {found!r}); rebuild it with rule build_instructions")
+
+    pos = space.match(text, 0).end()
+    if not text.startswith("[", pos):
+        expect(pos, "'['")
+    pos = space.match(text, pos + 1).end()
+    if text.startswith("]", pos):
+        return
+    while True:
+        try:
+            record, pos = decoder.raw_decode(text, pos)
+        except json.JSONDecodeError as err:
+            raise DataError(f"{path}: invalid JSON at line {err.lineno}, column {err.colno} ({err.msg})") from None
+        yield record
+        pos = space.match(text, pos).end()
+        if text.startswith("]", pos):
+            return
+        if not text.startswith(",", pos):
+            expect(pos, "',' or ']'")
+        pos = space.match(text, pos + 1).end()
+
+
 def split_turns(record: Mapping, where: str = "") -> list[tuple[str, str, str]]:
     """(question_id, human text, reference answer) per question of an instruction record.
 
@@ -131,7 +170,7 @@ def split_turns(record: Mapping, where: str = "") -> list[tuple[str, str, str]]:
     return out
 
 
-def question_table(records: Sequence[Mapping], where: str = "") -> pd.DataFrame:
+def question_table(records: Iterable[Mapping], where: str = "") -> pd.DataFrame:
     """One row per (study, question): study_id, question_id, human, answer."""
     rows = []
     for rec in records:
@@ -234,8 +273,7 @@ def load_split_data(instructions: Mapping[str, str | Path], cohort: pd.DataFrame
         study_id=lambda d: d["study_id"].astype(str))
     tables = {}
     for split, path in instructions.items():
-        records = json.loads(Path(path).read_text(encoding="utf-8"))
-        table = question_table(records, where=f"{path}: ")
+        table = question_table(iter_records(path), where=f"{path}: ")
         tables[split] = table[table["study_id"].isin(followup["study_id"])].reset_index(drop=True)
     ids = sorted({s for t in tables.values() for s in t["study_id"]})
     store = FeatureStore(store_path)
