@@ -154,3 +154,81 @@ def test_a_model_without_pretraining_gets_the_encoder_record_that_made_its_store
     add_encoder_record(tmp_path / "model", imaging, store)
     record = json.loads((tmp_path / "model" / "vlm.json").read_text())["encoder"]
     assert record["fingerprint"] == made and record["size"] == [64, 64, 16] and record["checkpoint"] is None
+
+
+def test_predict_from_a_ct_file_with_the_recorded_encoder(tmp_path, capsys, monkeypatch):
+    """The whole path: CT -> preprocessing -> the recorded encoder -> six questions -> risk."""
+    from test_vlm_ask import ENCODER, _ct
+
+    from ctsurv.imaging.encode import encoder_fingerprint
+    from ctsurv.imaging.io import read_ct
+    from ctsurv.imaging.merlin import build_encoder
+    from ctsurv.imaging.preprocess import preprocess_volume
+    from ctsurv.vlm import build, load_survival_model, predict_patient
+    from ctsurv.vlm.locate import encoder_record
+    from ctsurv.vlm.stage2_io import save_stage2
+    from ctsurv.vlm.stage2_model import CTSurvivalVLM
+    from ctsurv.vlm.survival import SurvivalBranch
+
+    encoder = build_encoder(None, ENCODER["layers"], ENCODER["width"], ENCODER["seed"])
+    meta = {"fingerprint": encoder_fingerprint(encoder, 49, "fp32"), "precision": "fp32", "tokens": 49}
+    torch.manual_seed(0)
+    vlm = build(cached_decoder(), 64, 4, lora=LORA, feature_fingerprint=meta["fingerprint"],
+                encoder=encoder_record(ENCODER, ENCODER["spacing"], ENCODER["size"], meta))
+    branch = SurvivalBranch(vlm.config.hidden_size, "deepsurv", None, bottleneck=8)
+    with torch.no_grad():
+        for p in branch.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    save_stage2(CTSurvivalVLM(vlm, branch, None), tmp_path / "model")
+    reference = {"questions": [{"id": q, "text": t} for q, t in PAIRS], "train_questions": "all", "horizons": [30.0],
+                 "train": {"study_id": ["a", "b", "c"], "risk": [-1.0, 0.0, 5.0], "time": [10.0, 40.0, 70.0],
+                           "event": [1, 1, 0]}}
+    (tmp_path / "model" / "reference.json").write_text(json.dumps(reference))
+    ct = _ct(tmp_path / "ct.nii.gz")
+    monkeypatch.chdir(tmp_path)
+    code, out, err = _predict(capsys, tmp_path / "model", "--image", ct, "--clinical", SENTENCES[1], "--max-new-tokens", 3,
+                              "--json")
+    assert code == 0, err
+    got = json.loads(out)
+    array = preprocess_volume(read_ct(ct), ENCODER["spacing"], ENCODER["size"]).array
+    with torch.inference_mode():
+        _, tokens = encoder.encode(torch.from_numpy(array)[None, None], "inplane")
+    want = predict_patient(load_survival_model(tmp_path / "model"), tokens.half().float().numpy(), SENTENCES[1],
+                           max_new_tokens=3)
+    assert got["risk"] == pytest.approx(want["risk"], abs=1e-6) and len(got["answers"]) == len(PAIRS)
+    assert got["percentile"] == pytest.approx(100 * np.mean(np.array([-1.0, 0.0, 5.0]) < got["risk"]))
+    assert got["horizons"] == [30.0] and 0.0 <= got["survival"][0] <= 1.0
+
+
+def test_deephit_gives_the_workflows_risk_and_mean_curve(world, capsys, tmp_path):
+    from ctsurv.vlm import build
+    from ctsurv.vlm.ensemble import step_survival
+    from ctsurv.vlm.stage2 import predict_stage2
+    from ctsurv.vlm.stage2_io import save_stage2
+    from ctsurv.vlm.stage2_model import CTSurvivalVLM
+    from ctsurv.vlm.survival import SurvivalBranch
+    from ctsurv.vlm.survival_model import write_reference
+
+    cuts = np.array([0.0, 40.0, 90.0, 160.0])
+    torch.manual_seed(1)
+    vlm = build(world["tmp"] / "run" / "decoder", 8, 4, lora=LORA, feature_fingerprint="tiny-encoder")
+    branch = SurvivalBranch(vlm.config.hidden_size, "deephit", len(cuts), bottleneck=8)
+    with torch.no_grad():
+        for p in branch.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    folder = tmp_path / "deephit"
+    save_stage2(CTSurvivalVLM(vlm, branch, cuts), folder)
+    paths = {s: world["tmp"] / f"{s}.json" for s in ("train", "val", "test")}
+    write_reference(folder, paths["train"], world["cohort"], world["store"], PAIRS, {"horizons": [45.0, 120.0]})
+    files = [tmp_path / f for f in ("q.parquet", "p.parquet", "s.parquet")]
+    predict_stage2(folder, paths, world["cohort"], world["store"], *files, max_new_tokens=2, questions=PAIRS)
+    per_q = pd.read_parquet(files[0])
+    sid = "s12"
+    code, out, err = _predict(capsys, folder, "--features", world["store"], "--study", sid, "--clinical", SENTENCES[0],
+                              "--max-new-tokens", 2, "--json")
+    assert code == 0, err
+    got = json.loads(out)
+    rows = per_q[per_q["study_id"] == sid]
+    assert got["head"] == "deephit" and got["risk"] == pytest.approx(rows["risk"].mean(), abs=1e-5)
+    want = step_survival(np.mean(np.stack(rows["surv_at_cuts"].to_numpy()), axis=0)[None], cuts, [45.0, 120.0])[0]
+    assert np.allclose(got["survival"], want, atol=1e-5)

@@ -167,11 +167,12 @@ def predict_patient(model, features: np.ndarray, clinical: str | None, questions
     survival = None
     if horizons and model.head == "deephit":
         curve = np.mean(np.stack(per_q["surv_at_cuts"].to_numpy()), axis=0)[None]
-        survival = step_survival(curve, model.cuts, horizons)[0].tolist()
+        survival = [float(x) for x in np.ravel(step_survival(curve, model.cuts, horizons)[0])]
     elif horizons and model.head == "deepsurv" and train and any(train["event"]):
         from ..survival.evaluation import breslow_survival
 
-        survival = breslow_survival(train["risk"], train["time"], train["event"], [risk], horizons)[0].tolist()
+        curve = breslow_survival(train["risk"], train["time"], train["event"], [risk], horizons)
+        survival = [float(x) for x in np.ravel(curve)]  # one patient: (1, horizons)
     answers = [{"id": q, "question": t, "answer": str(a), "risk": float(r)}
                for (q, t), a, r in zip(pairs, per_q["generated"], per_q["risk"])]
     return {"head": model.head, "risk": risk, "percentile": percentile, "n_train": len(train["risk"]) if train else 0,
