@@ -112,3 +112,18 @@ def test_probe_with_an_infinite_target_is_a_clear_error(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 1 and "Traceback" not in err
     assert "truth.csv" in err and "column 'size': infinite value(s) at row(s) 6" in err
+
+
+@pytest.mark.parametrize("command", ["ask", "predict"])
+def test_ask_and_predict_refuse_a_study_with_nan_features_before_loading_the_model(tmp_path, capsys, command):
+    """ask printed an empty answer for such a study."""
+    store = tiny_store(tmp_path / "features", ["s1", "s2"])
+    _poison(store, "s1", 2)
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "vlm.json").write_text("{}", encoding="utf-8")  # never read: the study is refused first
+    (tmp_path / "model" / "survival.json").write_text("{}", encoding="utf-8")
+    argv = [command, str(tmp_path / "model"), "--features", str(store), "--study", "s1"]
+    argv += ["--question", "size?"] if command == "ask" else ["--clinical", "A 60-year-old man."]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert f"feature store {store}: 'tokens' holds NaN or infinite values: study 's1' (2 values)" in err

@@ -88,9 +88,11 @@ def _run(args: argparse.Namespace) -> int:
     if args.features is not None:
         from ..features import FeatureStore
 
-        if args.study not in FeatureStore(args.features):
+        store = FeatureStore(args.features)
+        if args.study not in store:
             raise DataError(f"--study {args.study}: not in the feature store {args.features}; check the id "
                             "(ids are compared exactly) or encode the study")
+        store.check_finite([args.study], "tokens")  # NaN tokens give an empty answer, not an error
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     model = load(args.model, device=device, decoder=args.decoder)
     if args.features is not None:

@@ -265,6 +265,7 @@ def evaluate_stage1(model_dir: str | Path, test_json: str | Path, features: str 
     pairs = sample_pairs(qa_pairs(load_records(test_json)), settings["max_pairs"], settings["seed"])
     if pairs.empty:
         raise DataError(f"{test_json} holds no test conversations to evaluate")
+    store.check_finite(pairs["study_id"].tolist(), "tokens")
     feats = store.get(pairs["study_id"].tolist(), name="tokens")
     if zero_images:
         feats[:] = 0.0
