@@ -196,6 +196,9 @@ def main() -> None:
         print(f"  rules               : {rate:8.2f} reports/s  ({describe(answers)})")
         if gold is not None:
             print(f"  rules               : gold agreement {gold_line(answers, gold)}")
+            absent = float((~gold["present"].astype(bool)).mean())
+            print(f"  gold                : {absent:.3f} of the (report, question) pairs are absent findings "
+                  "(the presence agreement of answering 'not mentioned' to everything)")
 
     if "transformers" in only:
         from ctsurv.extraction.transformers_backend import TransformersBackend, smollm2_gguf
