@@ -113,6 +113,7 @@ def test_pretrain_encoder_command_makes_a_model_folder_with_its_card(tmp_path, c
     assert card["fp16_check"]["studies"] >= 1 and card["heldout_probes"]["heldout_size"] == 12
     assert {"demo-merlin pooled", "random weights pooled"} <= set(card["heldout_probes"]["feature_sets"])
     assert "CPUs visible" in card["cpu"] and card["seconds"]["train_wall"] > 0
+    assert "seed 99" in (out / "CARD.md").read_text() and (out / "curve.png").stat().st_size > 1000
     build_encoder(out, [1, 1, 1, 1], 2)  # the folder reads like a checkpoint file, strictly
 
     assert cli_main(["pretrain-encoder", "--out", str(tmp_path / "x"), "--corpus-seed", "7"]) == 1

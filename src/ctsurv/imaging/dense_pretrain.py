@@ -659,7 +659,7 @@ def make_model_folder(out: str | Path, work: str | Path, settings: DenseSettings
                       share_to: str | Path | None = None, command: str | None = None, progress: bool = True) -> dict:
     """The whole recipe: corpus, training (resumable), fp16 export, held-out probes, card.
 
-    Writes ``out/`` (replaced whole): ``demo-merlin.safetensors``, ``card.json``, ``curve.png``.
+    Writes ``out/`` (replaced whole): ``demo-merlin.safetensors``, ``card.json``, ``CARD.md``, ``curve.png``.
     ``work/`` keeps the corpus (``corpus/``), the run (``run/``: state, history, TensorBoard) and
     the held-out set (``heldout/``).
 
@@ -726,6 +726,7 @@ def make_model_folder(out: str | Path, work: str | Path, settings: DenseSettings
         "files": {"demo-merlin.safetensors": sha256(weights), "curve.png": sha256(partial / "curve.png")},
     }
     atomic_write(partial / "card.json", lambda fh: fh.write(json.dumps(card, indent=1, default=float).encode()))
+    atomic_write(partial / "CARD.md", lambda fh: fh.write(card_markdown(card).encode()))
     old = out.with_name(f".{out.name}.old")
     if out.exists():
         if old.exists():
@@ -741,3 +742,58 @@ def _plain_copy_state(state: dict, settings: DenseSettings) -> I3ResNet:
     model = I3ResNet(settings.layers, settings.width)
     model.load_state_dict(state)
     return model.eval()
+
+
+def card_markdown(card: dict) -> str:
+    """The generated part of ``CARD.md``: what the model is, how it was made, its curve and its
+    held-out probes (from ``card.json``)."""
+    s = card["settings"]
+    sec = card["seconds"]
+    lines = [
+        f"# {card['name']}", "",
+        card["what"] + ".", "",
+        "## How it was made", "",
+        f"- Command: `{card.get('command') or 'ctsurv pretrain-encoder (library call)'}`",
+        f"- Commit: `{card.get('commit')}`",
+        f"- Corpus: {card['corpus_size']} generated chest CTs (demo generator, kind pretrain), seed "
+        f"{card['corpus_seed']}, findings mix {card['corpus']['mix']}; {card['corpus_split']['train']} training / "
+        f"{card['corpus_split']['val']} validation studies (whole patients); volumes and label maps on the "
+        f"{' x '.join(str(v) for v in card['corpus']['size'])} grid at {' x '.join(f'{v:g}' for v in card['corpus']['spacing'])} mm; "
+        f"targets per layer-4 cell ({' x '.join(str(v) for v in card['grid'])}, Z' x X' x Y') for "
+        f"{', '.join(card['corpus']['findings'])}.",
+        f"- Model: I3ResNet layers {s['layers']}, width {s['width']} ({card['architecture']['out_channels']}-d features), "
+        f"seeded initialisation {s['init_seed']}; weights in Merlin's key layout (`encode_image.i3_resnet.`), "
+        f"{card['save_dtype']} safetensors.",
+        f"- Training: {card['epochs_run']} epochs x {card['steps_per_epoch']} steps, batch {s['batch_size']}, AdamW "
+        f"lr {s['lr']:g} (cosine, half-epoch warm-up), weight decay {s['weight_decay']:g}, shifts <= {s['shift_voxels']} "
+        f"voxels and intensity jitter {s['intensity_jitter']:g} (no flips), {card['training_precision']} autocast; "
+        f"losses: dense {s['dense_weight']:g} x standardised sqrt-fraction MSE + presence {s['presence_weight']:g} x "
+        f"BCE + pooled {s['pooled_weight']:g} x (phenotype-code BCE + standardised scalar MSE).",
+        f"- Machine: {card['cpu']}, {card['torch_threads']} torch thread(s); training {sec['train_wall'] / 60:.1f} min wall, "
+        f"{sec['train_cpu'] / 60:.1f} min CPU; corpus {((sec.get('corpus_build') or {}).get('total') or 0) / 60:.1f} min "
+        f"(generating and preprocessing); held-out probes {sec['heldout_probe_wall'] / 60:.1f} min.",
+        f"- fp16 export: pooled features of {card['fp16_check']['studies']} validation studies differ from the fp32 "
+        f"weights' by at most {card['fp16_check']['max_abs_diff_pooled']:.2g} (largest feature "
+        f"{card['fp16_check']['max_abs_pooled']:.3g}; cosine >= {card['fp16_check']['min_cosine']:.6f}).",
+        "", "## Training curve", "", "![curve](curve.png)", "",
+        "| epoch | " + " | ".join(k for k in card["history"][0] if k != "epoch") + " |",
+        "|---|" + "---|" * (len(card["history"][0]) - 1),
+    ]
+    for row in card["history"]:
+        lines.append(f"| {row['epoch']} | " + " | ".join(f"{v:.4g}" for k, v in row.items() if k != "epoch") + " |")
+    probes = card["heldout_probes"]
+    sets = probes["feature_sets"]
+    lines += ["", f"## Probes on a freshly generated held-out set", "",
+              f"{probes['heldout_size']} studies generated with seed {probes['heldout_seed']} ({probes['mix']} mix), "
+              f"5-fold ridge probes (R² for numbers, AUC for findings; in brackets the 95 % bootstrap interval); "
+              f"tokens: {probes['tokens']}.", "",
+              "| column | n | " + " | ".join(sets) + " |", "|---|---|" + "---|" * len(sets)]
+    for t in probes["targets"]:
+        if "results" not in t:
+            lines.append(f"| {t['column']} | {t['n']} | " + " | ".join(["skipped"] * len(sets)) + " |")
+            continue
+        metric = "R²" if next(iter(t["results"].values()))["metric"] == "r2" else "AUC"
+        lines.append(f"| {t['column']} ({metric}) | {t['n']} | " + " | ".join(
+            f"{t['results'][x]['value']:.3f} [{t['results'][x]['ci_low']:.2f}, {t['results'][x]['ci_high']:.2f}]" for x in sets) + " |")
+    lines += ["", "## Files", ""] + [f"- `{name}`: sha256 `{digest}`" for name, digest in card["files"].items()]
+    return "\n".join(lines) + "\n"

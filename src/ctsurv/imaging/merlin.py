@@ -30,10 +30,11 @@ Features (:meth:`I3ResNet.encode`):
 * ``tokens`` "all" (B, Z' * X' * Y', C): every position, Z-major (index ``(z * X' + x) * Y' + y``),
   as Merlin's report generator flattens layer 4: 490 tokens.
 
-The demo has no Merlin weights offline: with no checkpoint, :func:`build_encoder` makes a
-small variant of the same class (e.g. ``layers=(1, 1, 1, 1)``, ``width=16``: 512-d features)
-with a deterministic random initialisation from a seed.  Its features are random
-convolutional features, not Merlin's.
+The demo has no Merlin weights offline.  It loads ``packaged:demo-merlin``: a small variant of
+the same class (``layers=(1, 1, 1, 1)``, ``width=16``: 512-d features) pre-trained offline by
+``ctsurv pretrain-encoder`` and shipped with ctsurv (its ``CARD.md`` says how), read by the same
+strict loader as Merlin's file.  With no checkpoint, :func:`build_encoder` makes the variant
+with a deterministic random initialisation from a seed (random convolutional features).
 """
 
 from __future__ import annotations
