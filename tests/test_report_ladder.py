@@ -29,7 +29,8 @@ def cohort_files(tmp_path_factory):
     cohort = pd.DataFrame({"study_id": study, "patient_id": study, "split": split, "age": age,
                            "time": np.minimum(t_event, t_cens), "event": (t_event <= t_cens).astype(int)})
     truth = pd.DataFrame({"study_id": study, "log_hazard": log_hz, "log_hazard_clinical": clin_part,
-                          "log_hazard_findings": find_part, "log_hazard_image_only": image_part})
+                          "log_hazard_findings": find_part, "log_hazard_image_only": image_part,
+                          "time": t_event, "event": 1})  # the demo's truth also holds follow-up columns
     truth.to_parquet(tmp / "truth.parquet")
     pooled = rng.normal(size=(n, 40))
     pooled[:, :3] += finding[:, None]  # three noisy copies of the finding

@@ -46,7 +46,8 @@ def _rung(group: str, name: str, scores: pd.DataFrame, risk_col: str = "risk") -
 
 def truth_rungs(truth: pd.DataFrame, followup: pd.DataFrame) -> list[dict]:
     """The oracle and each true part alone, on the cohort's follow-up."""
-    merged = followup.merge(truth.assign(study_id=truth["study_id"].astype(str)), on="study_id", how="inner")
+    cols = ["study_id", "log_hazard", *[c for c in PARTS if c in truth]]  # the truth's own time/event stay out
+    merged = followup.merge(truth[cols].assign(study_id=truth["study_id"].astype(str)), on="study_id", how="inner")
     rungs = [_rung("truth", "oracle (known hazard)", merged, "log_hazard")]
     rungs += [_rung("truth", f"true {label} alone", merged, col) for col, label in PARTS.items() if col in merged]
     return rungs
