@@ -113,7 +113,7 @@ def write_store(folder: Path, n: int, tokens: int = 49, dim: int = 2048, chunk: 
     for start in range(0, n, chunk):
         stop = min(n, start + chunk)
         toks[start:stop] = block[: stop - start]
-        toks[start:stop, 0, :8] = np.arange(start, stop, dtype=np.float16)[:, None]  # rows differ
+        toks[start:stop, 0, :8] = (np.arange(start, stop) % 1000).astype(np.float16)[:, None] / 100  # rows differ
         pooled[start:stop] = block[: stop - start].mean(axis=1)
     toks.flush()
     pooled.flush()
