@@ -53,7 +53,11 @@ def test_tokenizer_round_trips_reports_and_has_the_special_tokens(decoder):
         assert tok.unk_token_id not in ids
         assert tok.decode(ids, skip_special_tokens=True) == text
     assert (tok.bos_token, tok.eos_token, tok.pad_token, tok.unk_token) == ("<s>", "</s>", "<pad>", "<unk>")
-    assert len(tok("a\n<image>\nb", add_special_tokens=False)["input_ids"]) == 5
+    assert tok("a\n<image>\nb", add_special_tokens=False)["input_ids"].count(tok.convert_tokens_to_ids("<image>")) == 1
+    # an answer on its own is tokenized as the same sentence inside a report (prefix space)
+    inside = tok("IMPRESSION: No acute findings.", add_special_tokens=False)["input_ids"]
+    alone = tok("No acute findings.", add_special_tokens=False)["input_ids"]
+    assert inside[-len(alone):] == alone and tok.decode(alone) == "No acute findings."
     assert tok.convert_tokens_to_ids("<image>") in tok("x <image> y")["input_ids"]
     assert len(tok) == 400
     # BPE learned the report words: a frequent phrase is a few tokens, not one per byte

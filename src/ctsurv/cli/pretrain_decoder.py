@@ -9,9 +9,9 @@ from pathlib import Path
 from .checks import positive_int
 
 #: the shipped recipe (src/ctsurv/models/demo-radllama/CARD.md says how it was chosen)
-RECIPE = {"reports": 30000, "heldout_reports": 1000, "seed": 2718, "vocab_size": 2048, "hidden_size": 256,
-          "layers": 4, "heads": 8, "intermediate_size": 768, "max_positions": 512, "steps": 800,
-          "batch_size": 16, "block_size": 128, "lr": 2e-3, "save_dtype": "float16"}
+RECIPE = {"reports": 30000, "heldout_reports": 1000, "seed": 2718, "vocab_size": 2048, "hidden_size": 128,
+          "layers": 2, "heads": 4, "intermediate_size": 384, "max_positions": 512, "steps": 1500,
+          "batch_size": 16, "block_size": 128, "lr": 3e-3, "save_dtype": "float16"}
 DESCRIPTION = ("The demo's stand-in for RadLLaMA-7B: a small LlamaForCausalLM with a byte-level BPE tokenizer, "
                "pre-trained as a language model on reports of the demo generator (general chest CT, lung cancer "
                "staging and CT pulmonary angiography reports) planned with a seed of its own, so that no patient "

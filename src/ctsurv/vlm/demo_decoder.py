@@ -6,8 +6,8 @@ reports:
 
 1. a byte-level BPE tokenizer trained with ``tokenizers`` (byte-level, so every report
    round-trips exactly; no ``<unk>`` in practice), wrapped as ``PreTrainedTokenizerFast`` with
-   ``<s>``, ``</s>``, ``<pad>``, ``<unk>`` and the ``<image>`` placeholder, adding ``<s>`` in
-   front like LLaMA's;
+   ``<s>``, ``</s>``, ``<pad>``, ``<unk>`` and the ``<image>`` placeholder, adding ``<s>`` and a
+   prefix space in front like LLaMA's;
 2. a ``LlamaForCausalLM`` from a ``LlamaConfig`` (a few layers, hidden 128 by default);
 3. a short language-model warm-up on the reports (packed into fixed-length blocks), so that
    stage 1 starts, as in the paper, from a decoder that knows the report language.
@@ -79,8 +79,13 @@ def train_tokenizer(texts: Sequence[str], vocab_size: int):
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
+    # A space in front of every text, as LLaMA's tokenizer does (its dummy prefix), and taken off
+    # again when decoding: an answer tokenized on its own ("No pleural effusion.") gets the same
+    # tokens as the sentence inside a report (" No pleural effusion."), so what the language model
+    # learned from reports carries over to answers.  Without it the first word of every answer is
+    # a string-initial form that reports never contain, cut into single characters.
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
+    tok.decoder = decoders.Sequence([decoders.ByteLevel(), decoders.Strip(" ", 1, 0)])
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
     tok.train_from_iterator(texts, trainer)
