@@ -60,7 +60,7 @@ def parse_ours(spec: str) -> tuple[str, str, list[str]]:
 
 
 def ours_run(results: Path, dataset: str, config: dict, pretrain: str, head: str, seed: int, sets: list[str],
-             out: Path) -> pd.DataFrame:
+             out: Path, with_answers: bool = False) -> pd.DataFrame:
     from ctsurv.vlm.paths import decoder_folder
     from ctsurv.vlm.stage2 import predict_stage2, run_stage2
 
@@ -76,9 +76,11 @@ def ours_run(results: Path, dataset: str, config: dict, pretrain: str, head: str
     run_stage2({k: inst[k] for k in ("train", "val")}, cohort, store, head, pretrain, stage2, config["vlm"], out / "model",
                stage1_dir=results / "models" / "stage1", decoder_path=decoder)
     predict = stage2["predict"]
+    # the risks need no generated answer with pool: prompt (BERTScore is not measured here)
+    generate = ("test",) if stage2.get("pool") == "all" or with_answers else ()
     predict_stage2(out / "model", inst, cohort, store, out / "q.parquet", out / "p.parquet", out / "s.parquet",
                    batch_size=predict["batch_size"], max_new_tokens=predict["max_new_tokens"],
-                   train_questions=predict["train_questions"])
+                   generate_splits=generate, train_questions=predict["train_questions"])
     return pd.read_parquet(out / "p.parquet")
 
 
@@ -133,7 +135,10 @@ def main(argv=None) -> int:
     parser.add_argument("--stage2-set", action="append", default=[], help="KEY=VALUE for every joint-model arm")
     parser.add_argument("--pairs", nargs="*", default=None, help="A-B pairs of arm names")
     parser.add_argument("--n-boot", type=int, default=1000)
+    parser.add_argument("--answers", action="store_true", help="generate the test answers as the workflow does "
+                        "(with pool: prompt the risks do not need them; off: faster)")
     parser.add_argument("--json", help="write the results here")
+    parser.add_argument("--keep", help="keep every run's predictions.parquet under this folder ({dataset}/{arm}/seed{s}.parquet)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     results = Path(args.results).resolve()
@@ -156,11 +161,15 @@ def main(argv=None) -> int:
                     out = Path(tmp) / ds / arm / f"seed{seed}"
                     if arm in ours:
                         pretrain, sets = ours[arm]
-                        p = ours_run(results, ds, config, pretrain, args.head, seed, sets, out)
+                        p = ours_run(results, ds, config, pretrain, args.head, seed, sets, out, args.answers)
                     else:
                         model, modality = arm.split("_", 1)
                         p = baseline_run(results, ds, config, model, modality, seed, out)
                     preds[arm].append(p)
+                    if args.keep:
+                        kept = Path(args.keep) / ds / arm / f"seed{seed}.parquet"
+                        kept.parent.mkdir(parents=True, exist_ok=True)
+                        p.to_parquet(kept, index=False)
                     print(json.dumps({"dataset": ds, "arm": arm, "seed": seed, "test": round(cindex(p, "test"), 4),
                                       "val": round(cindex(p, "val"), 4)}), flush=True)
                 seconds[arm] = round((time.perf_counter() - started) / len(args.seeds), 1)
