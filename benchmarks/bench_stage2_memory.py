@@ -16,7 +16,7 @@ then measures, each in a fresh process so one phase's peak cannot hide another's
 * ``epoch``: one epoch of batches as the trainer draws them (``patient_batches``, local batch
   12, ``collate``: the visual tokens of each batch read from the store and cast to float32).
 
-Prints each phase's peak RSS (``ru_maxrss``) against the store's size, one batch's bytes and
+Prints each phase's peak RSS (``VmHWM``) against the store's size, one batch's bytes and
 the target: peak RSS under 1.5 x (baseline with the model + one batch), whatever the cohort's
 size.  Exit status 1 when a phase misses it.
 """
@@ -90,6 +90,12 @@ def build(folder: Path, patients: int) -> None:
 
 
 def peak_mb() -> float:
+    """This process's peak resident set (VmHWM, MiB).  Not ru_maxrss: Linux carries the parent's
+    peak into a child across fork and exec, so a child of the process that built the store would
+    report the build's peak."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 

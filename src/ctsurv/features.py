@@ -88,14 +88,15 @@ class FeatureStore:
         Raises:
             DataError: naming the store, the studies and each one's count of bad values.
         """
-        arr = self.array(name)
         ids = list(dict.fromkeys(study_ids))
         rows = np.fromiter((self._row[s] for s in ids), dtype=np.int64, count=len(ids))
         order = np.argsort(rows, kind="stable")  # sequential reads of the memory map
         bad: dict[str, int] = {}
         for start in range(0, len(order), chunk_rows):
             part = order[start:start + chunk_rows]
-            block = np.asarray(arr[rows[part]])
+            # a fresh map per chunk: the pages a map has touched count as resident until it is
+            # closed, so one map over the loop would hold the whole store (4 GB for INSPECT)
+            block = np.asarray(self.array(name)[rows[part]])
             counts = (~np.isfinite(block)).reshape(len(part), -1).sum(axis=1)
             for i in np.flatnonzero(counts):
                 bad[ids[part[i]]] = int(counts[i])

@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from array import array
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
@@ -51,21 +52,22 @@ class StudyTokens:
     """
 
     def __init__(self, store, study_ids: Sequence[str]):
-        array = store.array("tokens")  # a memory map: only the header is read here
-        if array.ndim != 3:
-            raise DataError(f"feature store {store.path}: 'tokens' has shape {array.shape}; expected (N, T, C)")
-        self.path = Path(array.filename)
-        self.offset = int(array.offset)
-        self.disk_dtype = array.dtype
-        self.token_shape = tuple(int(n) for n in array.shape[1:])
-        self.row_bytes = int(np.prod(self.token_shape)) * array.dtype.itemsize
+        mapped = store.array("tokens")  # a memory map: only the header is read here
+        if mapped.ndim != 3:
+            raise DataError(f"feature store {store.path}: 'tokens' has shape {mapped.shape}; expected (N, T, C)")
+        self.path = Path(mapped.filename)
+        self.offset = int(mapped.offset)
+        self.disk_dtype = mapped.dtype
+        self.token_shape = tuple(int(n) for n in mapped.shape[1:])
+        self.row_bytes = int(np.prod(self.token_shape)) * mapped.dtype.itemsize
         self.ids = [str(s) for s in study_ids]
         missing = [s for s in self.ids if s not in store]
         if missing:
             raise DataError(f"feature store {store.path} lacks {len(missing)} studies (e.g. {missing[:3]}); re-run encode_images")
         self.rows = np.fromiter((store._row[s] for s in self.ids), dtype=np.int64, count=len(self.ids))
-        del array
-        store.check_finite(self.ids, "tokens")  # NaN tokens give a NaN loss, then NaN weights
+        del mapped
+        # NaN tokens give a NaN loss, then NaN weights; small chunks: the check's peak stays ~16 MB
+        store.check_finite(self.ids, "tokens", chunk_rows=32)
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -208,19 +210,26 @@ class SurvivalExamples(torch.utils.data.Dataset):
         self.event = fu.loc[questions["study_id"], "event"].to_numpy(float)
         self.idx = discretize(self.time, self.event, cuts)[0] if cuts is not None else np.zeros(len(self.time), np.int64)
         tokens = int(features.shape[1])
-        self.encoded = []
+        # one flat int32 buffer each for the ids and labels, cut by offsets: a 20,000-patient cohort's
+        # 120,000 examples as Python int lists would take GBs, as separate arrays ~100 MB of headers
+        ids_buf, labels_buf, offsets = array("i"), array("i"), [0]
         for r in questions.itertuples():
             enc = tokenize_example(tokenizer, r.human, None if r.answer is None or pd.isna(r.answer) else r.answer,
                                    prompt_format, max_length, image_tokens=tokens, where=f"{where} study {r.study_id}")
-            # int32 arrays: a 20,000-patient cohort's 120,000 examples as Python int lists would take GBs
-            self.encoded.append((np.asarray(enc["input_ids"], dtype=np.int32), np.asarray(enc["labels"], dtype=np.int32)))
+            ids_buf.extend(enc["input_ids"])
+            labels_buf.extend(enc["labels"])
+            offsets.append(len(ids_buf))
+        self._ids = np.frombuffer(ids_buf, dtype=np.int32) if len(ids_buf) else np.zeros(0, np.int32)
+        self._labels = np.frombuffer(labels_buf, dtype=np.int32) if len(labels_buf) else np.zeros(0, np.int32)
+        self._offsets = np.asarray(offsets, dtype=np.int64)
         self.questions = questions[["study_id", "question_id"]]
 
     def __len__(self) -> int:
         return len(self.questions)
 
     def __getitem__(self, i: int) -> dict:
-        input_ids, labels = self.encoded[i]
+        start, end = self._offsets[i], self._offsets[i + 1]
+        input_ids, labels = self._ids[start:end], self._labels[start:end]
         features = torch.from_numpy(np.asarray(self.features[int(self.rows[i])], dtype=np.float32))
         return {"features": features, "input_ids": input_ids, "labels": labels,
                 "time": float(self.time[i]), "event": float(self.event[i]), "idx": int(self.idx[i]),
