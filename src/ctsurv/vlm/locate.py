@@ -60,19 +60,11 @@ def packaged_name(path: str | Path | None) -> str | None:
 
 
 def checkpoint_file(spec: str | Path | None) -> Path | None:
-    """The encoder weight file a config entry names (a packaged model folder's single ``*.safetensors``)."""
-    from ..resources import resolve_model
+    """The encoder weight file a config entry names (:func:`ctsurv.imaging.merlin.checkpoint_file`;
+    a packaged model folder stands for its one weight file), or None."""
+    from ..imaging.merlin import checkpoint_file as weight_file
 
-    if spec is None:
-        return None
-    path = resolve_model(spec)
-    if path.is_dir():
-        files = sorted(path.glob("*.safetensors"))
-        if len(files) != 1:
-            raise DataError(f"encoder checkpoint {spec}: the folder {path} holds {len(files)} .safetensors files, "
-                            "expected one")
-        return files[0]
-    return path
+    return None if spec is None else weight_file(spec)
 
 
 # --------------------------------------------------------------------------- writing
