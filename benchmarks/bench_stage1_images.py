@@ -8,8 +8,10 @@ their six answers kept together).
 
     python benchmarks/bench_stage1_images.py --workdir . [--config config/config.yaml] [--max-steps N]
 
-Needs results/{dataset}/instructions/*.json, results/{dataset}/features/image/ and the decoder
-(results/models/demo_decoder for the demo) in the workflow folder.
+Needs results/{dataset}/instructions/*.json and results/{dataset}/features/image/ in the workflow
+folder, and the decoder the config names (the demo: the packaged demo-radllama).  Per question it
+also prints the presence agreement of both models beside the question's majority rate (the
+agreement of always giving its most frequent answer).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ def main(argv=None) -> int:
 
     from ctsurv.config import load_yaml, validate_config
     from ctsurv.resources import config_schema
-    from ctsurv.vlm.answer_eval import paired_bootstrap
+    from ctsurv.vlm.answer_eval import majority_rate, paired_bootstrap
     from ctsurv.vlm.paths import decoder_folder
     from ctsurv.vlm.stage1 import Stage1Data, evaluate_stage1, train_stage1
 
@@ -80,11 +82,24 @@ def main(argv=None) -> int:
         d = diffs[metric]
         print(f"{metric:22s}{results['images'][metric]:10.3f}{results['zeroed'][metric]:10.3f}   "
               f"{d['mean_difference']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]")
+    print(f"\n{'question':16s}{'pairs':>6s}{'majority':>10s}{'images':>8s}{'zeroed':>8s}   presence agreement, difference [95% CI]")
+    per_question = {}
+    for q, index in a.groupby("question_id", sort=False).groups.items():
+        known = a.loc[index, "presence_agree"].notna()
+        d = paired_bootstrap(a.loc[index, "presence_agree"], b.loc[index, "presence_agree"],
+                             groups=a.loc[index, "study_id"], n=args.bootstrap, seed=0)
+        majority = majority_rate(a.loc[index][known]["presence_reference"])
+        per_question[q] = {"majority_rate": majority, "images": float(a.loc[index, "presence_agree"].mean()),
+                           "zeroed": float(b.loc[index, "presence_agree"].mean()), "difference": d}
+        print(f"{q:16s}{len(index):6d}{majority:10.3f}{per_question[q]['images']:8.3f}{per_question[q]['zeroed']:8.3f}   "
+              f"{d['mean_difference']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]")
+    print()
     for name in ("images", "zeroed"):
         r = results[name]
         print(f"{name}: best val loss {r['best_val_loss']:.4f}, {r['steps']} steps, {r['cpu_s']} s CPU, {r['wall_s']} s wall")
     if args.out:
-        args.out.write_text(json.dumps({"dataset": dataset, "results": results, "differences": diffs}, indent=1),
+        args.out.write_text(json.dumps({"dataset": dataset, "results": results, "differences": diffs,
+                                        "per_question": per_question}, indent=1),
                             encoding="utf-8")
     return 0
 
