@@ -116,5 +116,13 @@ def test_pretrain_encoder_command_makes_a_model_folder_with_its_card(tmp_path, c
     assert "seed 99" in (out / "CARD.md").read_text() and (out / "curve.png").stat().st_size > 1000
     build_encoder(out, [1, 1, 1, 1], 2)  # the folder reads like a checkpoint file, strictly
 
+    # --finish makes the folder again from the last finished epoch, training no further
+    weights = read_checkpoint(out / "demo-merlin.safetensors")
+    assert cli_main(args[:args.index("--epochs")] + ["--epochs", "3"] + args[args.index("--epochs") + 2:] + ["--finish"]) == 1
+    assert "other settings" in capsys.readouterr().err
+    assert cli_main(args + ["--finish"]) == 0
+    again = read_checkpoint(out / "demo-merlin.safetensors")
+    assert again.keys() == weights.keys() and all(torch.equal(again[k], weights[k]) for k in weights)
+
     assert cli_main(["pretrain-encoder", "--out", str(tmp_path / "x"), "--corpus-seed", "7"]) == 1
     assert "demo.seed" in capsys.readouterr().err

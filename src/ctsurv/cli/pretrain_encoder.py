@@ -43,6 +43,8 @@ def register(subparsers) -> None:
     parser.add_argument("--workers", type=positive_int, default=2, help="processes generating and preprocessing the corpus (default 2)")
     parser.add_argument("--max-minutes", type=positive_float, default=None, help="stop training after the epoch that passes this")
     parser.add_argument("--share-to", type=Path, default=None, help="also write each epoch's weights and settings.json here")
+    parser.add_argument("--finish", action="store_true",
+                        help="train no further: make the model folder from the last finished epoch in --work (a run stopped early)")
     parser.set_defaults(func=run)
 
 
@@ -64,7 +66,7 @@ def run(args) -> int:
     card = make_model_folder(args.out, work, settings, corpus_size=args.corpus_size, corpus_seed=args.corpus_seed,
                              heldout_size=args.heldout_size, heldout_seed=heldout_seed, spacing=RECIPE["spacing"],
                              size=RECIPE["size"], val_fraction=args.val_fraction, workers=args.workers,
-                             threads=args.threads, share_to=args.share_to, command=command)
+                             threads=args.threads, share_to=args.share_to, command=command, finish_only=args.finish)
     print(f"wrote {args.out} (card: corpus seed {card['corpus_seed']}, {card['corpus_size']} studies)")
     return 0
 

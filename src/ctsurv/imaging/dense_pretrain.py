@@ -488,6 +488,25 @@ def train_dense(corpus_dir: str | Path, run_dir: str | Path, settings: DenseSett
                         "pooled": targets.coding.columns}, "corpus": corpus.info}
 
 
+def summary_from_state(corpus_dir: str | Path, run_dir: str | Path, settings: DenseSettings) -> dict:
+    """What :func:`train_dense` returns, for a run that is not continued (its last finished epoch)."""
+    state_path = Path(run_dir) / STATE_FILE
+    if not state_path.is_file():
+        raise DataError(f"{state_path} not found: no finished epoch to make a model folder from; train first")
+    state = torch.load(state_path, map_location="cpu", weights_only=True)
+    if _without_stop(json.loads(state["settings"])) != _without_stop(json.loads(json.dumps(asdict(settings)))):
+        raise ConfigError(f"{state_path} was trained with other settings ({state['settings']})")
+    corpus = Corpus.open(corpus_dir)
+    train_rows, val_rows = corpus.rows("train"), corpus.rows("val")
+    targets = fit_targets(corpus, train_rows)
+    dtype = resolve_training_precision(settings.precision)
+    return {"settings": asdict(settings), "history": json.loads(state["history"]),
+            "steps_per_epoch": len(_batches(len(train_rows), settings.batch_size, None)),
+            "precision": "bf16" if dtype is not None else "fp32", "n_train": int(len(train_rows)), "n_val": int(len(val_rows)),
+            "targets": {"cell_std": targets.cell_std, "presence_weight": targets.presence_weight,
+                        "pooled": targets.coding.columns}, "corpus": corpus.info}
+
+
 def _without_stop(settings: dict) -> dict:
     return {k: v for k, v in settings.items() if k != "max_minutes"}
 
@@ -656,8 +675,12 @@ def plot_curve(history: list[dict], path: str | Path) -> Path:
 def make_model_folder(out: str | Path, work: str | Path, settings: DenseSettings, *, corpus_size: int, corpus_seed: int,
                       heldout_size: int, heldout_seed: int, spacing: Sequence[float], size: Sequence[int],
                       val_fraction: float = 0.1, workers: int = 2, threads: int | None = None,
-                      share_to: str | Path | None = None, command: str | None = None, progress: bool = True) -> dict:
+                      share_to: str | Path | None = None, command: str | None = None, progress: bool = True,
+                      finish_only: bool = False) -> dict:
     """The whole recipe: corpus, training (resumable), fp16 export, held-out probes, card.
+
+    ``finish_only``: train no further; the model folder is made from the last finished epoch
+    of ``work/run`` (a run stopped early: the card says how many epochs of how many ran).
 
     Writes ``out/`` (replaced whole): ``demo-merlin.safetensors``, ``card.json``, ``CARD.md``, ``curve.png``.
     ``work/`` keeps the corpus (``corpus/``), the run (``run/``: state, history, TensorBoard) and
@@ -676,7 +699,10 @@ def make_model_folder(out: str | Path, work: str | Path, settings: DenseSettings
     corpus_dir = build_corpus(work / "corpus", corpus_size, corpus_seed, spacing, size, workers=workers,
                               val_fraction=val_fraction, progress=progress)
     corpus_seconds = time.perf_counter() - started
-    summary = train_dense(corpus_dir, work / "run", settings, resume=True, share_to=share_to, threads=threads, progress=progress)
+    if finish_only:
+        summary = summary_from_state(corpus_dir, work / "run", settings)
+    else:
+        summary = train_dense(corpus_dir, work / "run", settings, resume=True, share_to=share_to, threads=threads, progress=progress)
     partial = out.with_name(f".{out.name}.partial")
     if partial.exists():
         shutil.rmtree(partial)
@@ -712,6 +738,7 @@ def make_model_folder(out: str | Path, work: str | Path, settings: DenseSettings
         "settings": summary["settings"],
         "training_precision": summary["precision"],
         "epochs_run": len(history),
+        "epochs_planned": int(settings.epochs),
         "steps_per_epoch": summary["steps_per_epoch"],
         "seconds": {"corpus_this_call": round(corpus_seconds, 1), "corpus_build": corpus.info.get("seconds"),
                     "train_wall": round(history[-1]["wall_seconds"], 1), "train_cpu": round(history[-1]["cpu_seconds"], 1),
@@ -764,7 +791,9 @@ def card_markdown(card: dict) -> str:
         f"- Model: I3ResNet layers {s['layers']}, width {s['width']} ({card['architecture']['out_channels']}-d features), "
         f"seeded initialisation {s['init_seed']}; weights in Merlin's key layout (`encode_image.i3_resnet.`), "
         f"{card['save_dtype']} safetensors.",
-        f"- Training: {card['epochs_run']} epochs x {card['steps_per_epoch']} steps, batch {s['batch_size']}, AdamW "
+        f"- Training: {card['epochs_run']} epochs"
+        + (f" of a {card.get('epochs_planned')}-epoch schedule (stopped early)" if card.get("epochs_planned", card["epochs_run"]) > card["epochs_run"] else "")
+        + f" x {card['steps_per_epoch']} steps, batch {s['batch_size']}, AdamW "
         f"lr {s['lr']:g} (cosine, half-epoch warm-up), weight decay {s['weight_decay']:g}, shifts <= {s['shift_voxels']} "
         f"voxels and intensity jitter {s['intensity_jitter']:g} (no flips), {card['training_precision']} autocast; "
         f"losses: dense {s['dense_weight']:g} x standardised sqrt-fraction MSE + presence {s['presence_weight']:g} x "
