@@ -117,7 +117,7 @@ def test_cli_trains_with_the_configs_vlm_section(dataset, tmp_path, capsys, repo
     assert code == 0, capsys.readouterr().err
     assert pd.read_csv(out / "metrics.csv")["step"].tolist() == [1, 2]
     meta = json.loads((out / "vlm.json").read_text(encoding="utf-8"))
-    assert meta["lora"]["r"] == 16 and meta["feature_norm"] == "standardize"  # config/config.yaml's
+    assert meta["lora"] is None and meta["feature_norm"] == "standardize"  # config/config.yaml's (full fine-tuning)
     # the standardiser was fitted on the training studies' tokens (train.json holds every study)
     from safetensors.torch import load_file
 
