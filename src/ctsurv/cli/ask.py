@@ -68,18 +68,35 @@ def _run(args: argparse.Namespace) -> int:
     from ..errors import DataError
     from ..instructions import first_prompt
     from ..vlm import generate_answers, load
-    from .checks import check_inputs
 
     if not args.question.strip():
         raise DataError("--question is empty; ask a question, e.g. --question 'Is there a pleural effusion?'")
+    check_sources(args, ("MODEL", args.model, "model folder", "vlm.json", MODEL_HOW),
+                  whom="the study to answer about", image_is="the study")
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model = load(args.model, device=device, decoder=args.decoder)
+    features = source_features(model, args, device)
+    human = first_prompt(args.clinical, args.question)
+    answer = generate_answers(model, features, [human], max_new_tokens=args.max_new_tokens, batch_size=1)[0]
+    print(answer)
+    return 0
+
+
+def check_sources(args: argparse.Namespace, model_folder: tuple, whom: str, image_is: str) -> None:
+    """The checks ``ask`` and ``predict`` make of their inputs, all before the model is loaded (minutes
+    for a 7B decoder): ``--study`` only with ``--features``, ``model_folder`` (a ``check_inputs`` folder
+    entry), the store, decoder, encoder checkpoint and image present, the study in the store with finite
+    tokens.  ``whom``/``image_is`` name the study in the messages ("the patient to score", ...)."""
+    from ..errors import DataError
+    from .checks import check_inputs
+
     if args.features is not None and not args.study:
-        raise DataError("--features needs --study ID (the study to answer about)")
+        raise DataError(f"--features needs --study ID ({whom})")
     if args.image is not None and args.study:
-        raise DataError("--study goes with --features; with --image the CT file is the study")
-    # every input before the model is loaded (minutes for a 7B decoder)
+        raise DataError(f"--study goes with --features; with --image the CT file is {image_is}")
     check_inputs(
         files=[("--encoder-checkpoint", args.encoder_checkpoint, "encoder checkpoint")],
-        folders=[("MODEL", args.model, "model folder", "vlm.json", MODEL_HOW),
+        folders=[model_folder,
                  ("--features", args.features, "feature store", "index.parquet", STORE_HOW),
                  ("--decoder", args.decoder, "decoder folder", "config.json",
                   "pass the base decoder's Hugging Face folder (with config.json)")])
@@ -93,16 +110,13 @@ def _run(args: argparse.Namespace) -> int:
             raise DataError(f"--study {args.study}: not in the feature store {args.features}; check the id "
                             "(ids are compared exactly) or encode the study")
         store.check_finite([args.study], "tokens")  # NaN tokens give an empty answer, not an error
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model = load(args.model, device=device, decoder=args.decoder)
+
+
+def source_features(model, args: argparse.Namespace, device: str = "cpu"):
+    """(1, T, C) tokens of the study the flags name: ``--features STORE --study ID`` or the ``--image`` CT file."""
     if args.features is not None:
-        features = store_features(model, args.features, args.study)
-    else:
-        features = image_features(model, args, device)
-    human = first_prompt(args.clinical, args.question)
-    answer = generate_answers(model, features, [human], max_new_tokens=args.max_new_tokens, batch_size=1)[0]
-    print(answer)
-    return 0
+        return store_features(model, args.features, args.study)
+    return image_features(model, args, device)
 
 
 def store_features(model, store_path: Path, study: str):

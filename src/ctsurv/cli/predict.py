@@ -15,7 +15,7 @@ import argparse
 import json
 from pathlib import Path
 
-from .ask import STORE_HOW, add_encoder_flags
+from .ask import add_encoder_flags
 from .checks import device, positive_float, positive_int
 
 
@@ -50,40 +50,17 @@ def register(subparsers) -> None:
 def _run(args: argparse.Namespace) -> int:
     import torch
 
-    from ..errors import DataError
     from ..vlm.stage2_io import BRANCH_CONFIG
     from ..vlm.survival_model import load_survival_model, predict_patient
-    from .ask import image_features, store_features
-    from .checks import check_inputs
+    from .ask import check_sources, source_features
 
-    if args.features is not None and not args.study:
-        raise DataError("--features needs --study ID (the patient to score)")
-    if args.image is not None and args.study:
-        raise DataError("--study goes with --features; with --image the CT file is the patient's")
-    # every input before the model is loaded (minutes for a 7B decoder)
-    check_inputs(
-        files=[("--encoder-checkpoint", args.encoder_checkpoint, "encoder checkpoint")],
-        folders=[("MODEL", args.model, "stage-2 model folder", BRANCH_CONFIG,
-                  "pass the folder written by rule train_stage2 (it holds survival.json; a stage-1 model has none)"),
-                 ("--features", args.features, "feature store", "index.parquet", STORE_HOW),
-                 ("--decoder", args.decoder, "decoder folder", "config.json",
-                  "pass the base decoder's Hugging Face folder (with config.json)")])
-    if args.image is not None and not args.image.exists():
-        raise DataError(f"--image {args.image}: CT file or DICOM folder not found; check the path")
-    if args.features is not None:
-        from ..features import FeatureStore
-
-        store = FeatureStore(args.features)
-        if args.study not in store:
-            raise DataError(f"--study {args.study}: not in the feature store {args.features}; check the id "
-                            "(ids are compared exactly) or encode the study")
-        store.check_finite([args.study], "tokens")  # NaN tokens give an empty answer, not an error
+    check_sources(args, ("MODEL", args.model, "stage-2 model folder", BRANCH_CONFIG,
+                         "pass the folder written by rule train_stage2 (it holds survival.json; "
+                         "a stage-1 model has none)"),
+                  whom="the patient to score", image_is="the patient's")
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     model = load_survival_model(args.model, device=device, decoder=args.decoder)
-    if args.features is not None:
-        features = store_features(model.vlm, args.features, args.study)
-    else:
-        features = image_features(model.vlm, args, device)
+    features = source_features(model.vlm, args, device)
     result = predict_patient(model, features, args.clinical, horizons=args.horizons, batch_size=args.batch_size,
                              max_new_tokens=args.max_new_tokens, study_id=args.study or args.image.name)
     print(json.dumps(result, indent=1) if args.json else describe(result))
