@@ -10,7 +10,7 @@ import pytest
 import torch
 import yaml
 
-from ctsurv.imaging.dense_pretrain import sha256
+from ctsurv.hashing import file_sha256
 from ctsurv.imaging.merlin import CHECKPOINT_PREFIX, build_encoder, checkpoint_file, read_checkpoint
 from ctsurv.resources import DEMO_CONFIG, packaged, resolve_model
 
@@ -21,7 +21,7 @@ CARD = json.loads((FOLDER / "card.json").read_text(encoding="utf-8"))
 def test_shipped_files_match_the_card():
     assert CARD["files"], "card.json lists no files"
     for name, digest in CARD["files"].items():
-        assert sha256(FOLDER / name) == digest, f"{name} differs from its card's sha256"
+        assert file_sha256(FOLDER / name) == digest, f"{name} differs from its card's sha256"
     weights = sorted(p.name for p in FOLDER.iterdir() if p.suffix == ".safetensors")
     assert weights == ["demo-merlin.safetensors"] and "demo-merlin.safetensors" in CARD["files"]
 

@@ -12,6 +12,7 @@ import torch
 
 from ctsurv.cli import main as cli_main
 from ctsurv.errors import DataError
+from ctsurv.hashing import file_sha256
 from ctsurv.imaging.dense_pretrain import (
     FINDINGS,
     Corpus,
@@ -20,7 +21,6 @@ from ctsurv.imaging.dense_pretrain import (
     cell_fractions,
     layer4_grid,
     preprocess_labels,
-    sha256,
     train_dense,
 )
 from ctsurv.imaging.io import CtVolume
@@ -108,7 +108,7 @@ def test_pretrain_encoder_command_makes_a_model_folder_with_its_card(tmp_path, c
     assert cli_main(args) == 0
     card = json.loads((out / "card.json").read_text())
     assert card["corpus_seed"] == 99 and card["heldout_seed"] == 100 and card["corpus_size"] == 6
-    assert card["files"]["demo-merlin.safetensors"] == sha256(out / "demo-merlin.safetensors")
+    assert card["files"]["demo-merlin.safetensors"] == file_sha256(out / "demo-merlin.safetensors")
     assert card["architecture"]["width"] == 2 and card["epochs_run"] == 1
     assert card["fp16_check"]["studies"] >= 1 and card["heldout_probes"]["heldout_size"] == 12
     assert {"demo-merlin pooled", "random weights pooled"} <= set(card["heldout_probes"]["feature_sets"])

@@ -14,7 +14,6 @@ the model in bfloat16 with its tokenizer and chat template.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -24,18 +23,11 @@ import tempfile
 from pathlib import Path
 
 from ..errors import ConfigError, DataError, missing
+from ..hashing import file_sha256
 
 log = logging.getLogger(__name__)
 
 SOURCE_FILE = "ctsurv_source.json"  # which GGUF file the folder was made from
-
-
-def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def default_gguf() -> Path:

@@ -46,6 +46,7 @@ from torch import nn
 
 from ..atomic import atomic_write
 from ..errors import ConfigError, DataError
+from ..hashing import file_sha256
 from .merlin import CHECKPOINT_PREFIX, I3ResNet, build_encoder
 from .pretrain import TargetCoding, _batches, augment, cosine_schedule, phenotype_loss, use_fast_weight_gradients
 
@@ -602,16 +603,6 @@ def fp16_check(state_path: str | Path, weights: str | Path, corpus: Corpus, sett
             "min_cosine": float(((a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))).min())}
 
 
-def sha256(path: str | Path) -> str:
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def cpu_model() -> str:
     """The CPU's model name (``/proc/cpuinfo``) and whether it has native bf16."""
     import platform
@@ -750,7 +741,7 @@ def make_model_folder(out: str | Path, work: str | Path, settings: DenseSettings
         "save_dtype": "float16",
         "fp16_check": fp16,
         "heldout_probes": probes,
-        "files": {"demo-merlin.safetensors": sha256(weights), "curve.png": sha256(partial / "curve.png")},
+        "files": {"demo-merlin.safetensors": file_sha256(weights), "curve.png": file_sha256(partial / "curve.png")},
     }
     atomic_write(partial / "card.json", lambda fh: fh.write(json.dumps(card, indent=1, default=float).encode()))
     atomic_write(partial / "CARD.md", lambda fh: fh.write(card_markdown(card).encode()))

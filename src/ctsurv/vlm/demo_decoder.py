@@ -38,6 +38,7 @@ from typing import Sequence
 import torch
 
 from ..errors import DataError
+from ..hashing import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -313,16 +314,6 @@ def cohort_reports(cohort_paths: Sequence[str | Path]) -> tuple[list[str], list[
 
 
 # --------------------------------------------------------------------------- model card
-
-
-def file_sha256(path: str | Path) -> str:
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def machine() -> dict:

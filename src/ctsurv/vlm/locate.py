@@ -20,27 +20,19 @@ elsewhere, as stage 1 and stage 2 do) keep the relative paths right.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import shutil
 from pathlib import Path
 
 from ..errors import CtsurvError, DataError
+from ..hashing import file_sha256
 
 log = logging.getLogger(__name__)
 
 ENCODER_DIR = "encoder"
 COPY_LIMIT = 64 * 2**20  # encoder checkpoints up to this size are copied into the model folder
 MODEL_PATH_ENV = "CTSURV_MODEL_PATH"  # extra folders (colon-separated) searched for a moved decoder
-
-
-def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def packaged_name(path: str | Path | None) -> str | None:
