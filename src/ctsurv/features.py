@@ -12,15 +12,13 @@ a reader never sees a half-written store.
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
+from .atomic import atomic_folder
 from .errors import DataError
 
 
@@ -33,19 +31,10 @@ def write_features(path: str | Path, study_ids: Sequence[str], arrays: Mapping[s
     for name, arr in arrays.items():
         if arr.shape[0] != len(ids):
             raise DataError(f"feature store {path}: '{name}' has {arr.shape[0]} rows for {len(ids)} studies")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    os.chmod(tmp, 0o755)  # mkdtemp makes 0700; a store is shared like any other output
-    try:
+    with atomic_folder(path) as tmp:
         pd.DataFrame({"study_id": ids}).to_parquet(tmp / "index.parquet", index=False)
         for name, arr in arrays.items():
             np.save(tmp / f"{name}.npy", np.asarray(arr, dtype=np.float16))
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return path
 
 

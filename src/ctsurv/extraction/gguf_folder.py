@@ -16,12 +16,10 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
 import struct
-import tempfile
 from pathlib import Path
 
+from ..atomic import atomic_folder
 from ..errors import ConfigError, DataError, missing
 from ..hashing import file_sha256
 
@@ -78,20 +76,11 @@ def gguf_to_folder(gguf: str | Path, out: str | Path, dtype: str = "bfloat16") -
         del model.config.quantization_config
     model.to(torch_dtype)
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    os.chmod(tmp, 0o755)
-    try:
+    with atomic_folder(out) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         source = {"gguf": gguf.name, "sha256": file_sha256(gguf), "dtype": dtype}
         (tmp / SOURCE_FILE).write_text(json.dumps(source, indent=1), encoding="utf-8")
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     n_params = sum(p.numel() for p in model.parameters())
     log.info("wrote %s: %s (%d parameters, %s) from %s", out, type(model).__name__, n_params, dtype, gguf.name)
     return out

@@ -29,7 +29,6 @@ import logging
 import math
 import os
 import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -37,6 +36,7 @@ from typing import Sequence
 
 import torch
 
+from ..atomic import atomic_folder
 from ..errors import DataError
 from ..hashing import file_sha256
 
@@ -283,21 +283,12 @@ def _mean_loss(model, blocks: torch.Tensor | None, batch_size: int) -> float | N
 
 def _save(model, tokenizer, summary: dict, out: Path) -> None:
     """``save_pretrained`` into a hidden folder, then rename: the folder is whole or absent."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    os.chmod(tmp, 0o755)
-    try:
+    with atomic_folder(out) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         (tmp / SUMMARY_FILE).write_text(json.dumps(summary, indent=1), encoding="utf-8")
         for path in tmp.iterdir():
             os.chmod(path, 0o644)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def cohort_reports(cohort_paths: Sequence[str | Path]) -> tuple[list[str], list[str]]:

@@ -26,13 +26,13 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
 import torch
 
+from ..atomic import atomic_folder
 from ..errors import ConfigError, DataError
 from ..features import FeatureStore
 from .io import store_fingerprint
@@ -208,20 +208,12 @@ def train_stage1(data: Sequence[Stage1Data], decoder: str | Path, out: str | Pat
 
 def publish(work: Path, out: Path) -> None:
     """Copy ``work/best`` plus metrics.csv and tensorboard/ to ``out``, replacing it whole."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_folder(out) as tmp:
         shutil.copytree(work / "best", tmp, dirs_exist_ok=True)
         shutil.copy2(work / "metrics.csv", tmp / "metrics.csv")
         if (work / "tensorboard").is_dir():
             shutil.copytree(work / "tensorboard", tmp / "tensorboard")
-        os.chmod(tmp, 0o755)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        os.chmod(tmp, 0o755)  # copytree gave it work/best's mode
     from .locate import relocate
 
     relocate(out)  # paths relative to the published folder, not to work/best
