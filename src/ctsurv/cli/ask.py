@@ -33,10 +33,7 @@ def register(subparsers) -> None:
         "with the model saved in MODEL (greedy decoding).  Prints the answer.",
     )
     p.add_argument("model", type=Path, help="model folder (ctsurv.vlm.save / train_stage1 output)")
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--image", type=Path, help="CT file (NIfTI, NRRD, MHA) or DICOM series folder")
-    src.add_argument("--features", type=Path, help="feature store folder (encode_images output)")
-    p.add_argument("--study", help="study id in --features")
+    add_source_flags(p)
     p.add_argument("--question", required=True, help="the question")
     p.add_argument("--clinical", default=None, help="clinical sentence placed before the image (as in training)")
     p.add_argument("--max-new-tokens", type=positive_int, default=64, help="longest answer in tokens (default 64)")
@@ -46,6 +43,14 @@ def register(subparsers) -> None:
                    "else by its hash beside the model folder or in $CTSURV_MODEL_PATH)")
     add_encoder_flags(p)
     p.set_defaults(func=_run)
+
+
+def add_source_flags(parser) -> None:
+    """The study's source (shared with ``ctsurv predict``): ``--image CT`` or ``--features STORE --study ID``."""
+    src = parser.add_mutually_exclusive_group(required=True)
+    src.add_argument("--image", type=Path, help="CT file (NIfTI, NRRD, MHA) or DICOM series folder")
+    src.add_argument("--features", type=Path, help="feature store folder (encode_images output)")
+    parser.add_argument("--study", help="study id in --features")
 
 
 def add_encoder_flags(parser) -> None:

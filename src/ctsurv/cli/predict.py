@@ -15,7 +15,7 @@ import argparse
 import json
 from pathlib import Path
 
-from .ask import add_encoder_flags
+from .ask import add_encoder_flags, add_source_flags
 from .checks import device, positive_float, positive_int
 
 
@@ -29,10 +29,7 @@ def register(subparsers) -> None:
         "at the model's horizons and the answers to the six questions.",
     )
     p.add_argument("model", type=Path, help="stage-2 model folder (rule train_stage2: results/DATASET/stage2/HEAD_PRETRAIN/model)")
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--image", type=Path, help="CT file (NIfTI, NRRD, MHA) or DICOM series folder")
-    src.add_argument("--features", type=Path, help="feature store folder (encode_images output)")
-    p.add_argument("--study", help="study id in --features")
+    add_source_flags(p)
     p.add_argument("--clinical", default=None, help="the patient's clinical sentence (placed before the image, as in training)")
     p.add_argument("--horizons", type=positive_float, nargs="+", default=None,
                    help="times for the survival curve (default: the model's, vlm.stage2.predict.horizons)")
