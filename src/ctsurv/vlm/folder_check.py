@@ -120,24 +120,19 @@ def check_model_folder(folder: str | Path, config=None, extra: Iterable[str] = (
         problem = safetensors_problem(folder / name)
         if problem:
             problems.append(f"{name} {problem}")
-    if config.lora is not None:
-        adapter = folder / ADAPTER_DIR
-        if not adapter.is_dir():
-            problems.append(f"{ADAPTER_DIR}/ (the LoRA adapter {CONFIG_FILE} names) is missing")
-        else:
-            problem = json_problem(adapter / "adapter_config.json")
-            if problem:
-                problems.append(f"{ADAPTER_DIR}/adapter_config.json {problem}")
-            problems += weights_problems(adapter, f"{ADAPTER_DIR}/", "adapter_model")
+    if config.lora is not None:  # the decoder's weights: a LoRA adapter or the whole fine-tuned decoder
+        sub, what, sub_config, stem = (ADAPTER_DIR, f"the LoRA adapter {CONFIG_FILE} names",
+                                       "adapter_config.json", "adapter_model")
     else:
-        decoder = folder / DECODER_DIR
-        if not decoder.is_dir():
-            problems.append(f"{DECODER_DIR}/ (the fine-tuned decoder; {CONFIG_FILE} has no LoRA settings) is missing")
-        else:
-            problem = json_problem(decoder / "config.json")
-            if problem:
-                problems.append(f"{DECODER_DIR}/config.json {problem}")
-            problems += weights_problems(decoder, f"{DECODER_DIR}/", "model")
+        sub, what, sub_config, stem = (DECODER_DIR, f"the fine-tuned decoder; {CONFIG_FILE} has no LoRA settings",
+                                       "config.json", "model")
+    if not (folder / sub).is_dir():
+        problems.append(f"{sub}/ ({what}) is missing")
+    else:
+        problem = json_problem(folder / sub / sub_config)
+        if problem:
+            problems.append(f"{sub}/{sub_config} {problem}")
+        problems += weights_problems(folder / sub, f"{sub}/", stem)
     problems += tokenizer_problems(folder)
     for name in extra:
         problem = json_problem(folder / name) if name.endswith(".json") else safetensors_problem(folder / name)
