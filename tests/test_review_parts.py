@@ -12,6 +12,7 @@ from ctsurv.review.steps import run_apply, run_export
 from ctsurv.review.workbook import part_paths
 from ctsurv.shards import shard_of
 from test_review_workbook import QUESTIONS, col, edit, make_answers, make_reports, review_values
+from test_review_workflow import UPSTREAM_RULES
 
 
 def test_a_split_review_round_trip_keeps_every_decision(tmp_path):
@@ -72,24 +73,6 @@ configfile: "config.yaml"
 include: "{repo}/rules/common.smk"
 include: "{repo}/rules/review.smk"
 
-
-rule fake_ingest:
-    input:
-        "raw/cohort.parquet",
-    output:
-        "results/{{dataset}}/cohort.parquet",
-    shell:
-        "cp {{input}} {{output}}"
-
-
-rule fake_extract:
-    input:
-        cohort="results/{{dataset}}/cohort.parquet",
-        answers="raw/answers.parquet",
-    output:
-        "results/{{dataset}}/qa/answers.parquet",
-    shell:
-        "cp {{input.answers}} {{output}}"
 """
 
 
@@ -105,7 +88,7 @@ def test_the_review_rules_export_and_apply_every_part(tmp_path, repo):
     config["extraction"]["questions"] = str(repo / "config" / "questions.yaml")
     config["review"] = {"workbook": "reviews/{dataset}.xlsx", "parts": 2}
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
-    (tmp_path / "Snakefile").write_text(SNAKEFILE.format(repo=repo), encoding="utf-8")
+    (tmp_path / "Snakefile").write_text(SNAKEFILE.format(repo=repo) + UPSTREAM_RULES, encoding="utf-8")
     (tmp_path / "raw").mkdir()
     make_reports(7).assign(patient_id=[f"p{i}" for i in range(7)], split="train").to_parquet(tmp_path / "raw" / "cohort.parquet")
     make_answers(7).to_parquet(tmp_path / "raw" / "answers.parquet")

@@ -23,6 +23,27 @@ from test_review_workbook import edit, make_answers
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = Path(sys.executable).parent / "snakemake"
 
+# stand-ins for ingest and extraction, upstream of the review rules (test_review_parts uses them too)
+UPSTREAM_RULES = """
+rule fake_ingest:
+    input:
+        "raw/cohort.parquet",
+    output:
+        "results/{dataset}/cohort.parquet",
+    shell:
+        "cp {input} {output}"
+
+
+rule fake_extract:
+    input:
+        cohort="results/{dataset}/cohort.parquet",
+        answers="raw/answers.parquet",
+    output:
+        "results/{dataset}/qa/answers.parquet",
+    shell:
+        "cp {input.answers} {output}"
+"""
+
 SNAKEFILE = f"""
 configfile: "config.yaml"
 
@@ -37,24 +58,7 @@ rule all:
     default_target: True
 
 
-rule fake_ingest:
-    input:
-        "raw/cohort.parquet",
-    output:
-        "results/{{dataset}}/cohort.parquet",
-    shell:
-        "cp {{input}} {{output}}"
-
-
-rule fake_extract:
-    input:
-        cohort="results/{{dataset}}/cohort.parquet",
-        answers="raw/answers.parquet",
-    output:
-        "results/{{dataset}}/qa/answers.parquet",
-    shell:
-        "cp {{input.answers}} {{output}}"
-
+{UPSTREAM_RULES}
 
 rule fake_train:
     input:
