@@ -126,3 +126,20 @@ def test_pretrain_encoder_command_makes_a_model_folder_with_its_card(tmp_path, c
 
     assert cli_main(["pretrain-encoder", "--out", str(tmp_path / "x"), "--corpus-seed", "7"]) == 1
     assert "demo.seed" in capsys.readouterr().err
+
+
+def test_the_corpus_mix_enriches_findings_and_the_default_mix_is_the_demos():
+    from ctsurv.demo.cohort import plan_dataset, plan_pretrain
+    from ctsurv.demo.findings import ENCODER_CORPUS_MIX, PretrainMix
+
+    default, same, rich = plan_pretrain(150, 3), plan_pretrain(150, 3, PretrainMix()), plan_pretrain(150, 3, ENCODER_CORPUS_MIX)
+    assert [(p.study_id, p.report, p.render_seed) for p in default] == [(p.study_id, p.report, p.render_seed) for p in same]
+
+    def count(plans, key):
+        return sum(bool(p.truth[key]) for p in plans)
+
+    assert count(rich, "tumor_size_mm") > 1.4 * count(default, "tumor_size_mm")
+    assert count(rich, "bone_lesions") > 2 * count(default, "bone_lesions")
+    assert count(rich, "metastasis_sites") > 2 * count(default, "metastasis_sites")
+    with pytest.raises(ValueError, match="pretrain kind only"):
+        plan_dataset("lung", 5, 3, ENCODER_CORPUS_MIX)
