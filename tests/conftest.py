@@ -27,3 +27,14 @@ def ct_rate_reports_dir() -> Path:
 @pytest.fixture
 def repo() -> Path:
     return REPO
+
+
+@pytest.fixture
+def one_torch_thread():
+    """torch on one thread for the test (the machine is shared; results must not hang on thread count)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

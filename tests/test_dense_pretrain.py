@@ -28,12 +28,7 @@ from ctsurv.imaging.merlin import CHECKPOINT_PREFIX, build_encoder, read_checkpo
 from ctsurv.imaging.preprocess import preprocess_volume
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.mark.parametrize("size", [(96, 96, 64), (32, 32, 16), (40, 36, 20)])

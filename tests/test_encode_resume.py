@@ -20,12 +20,7 @@ SHAPE = (32, 32, 32)
 encode = functools.partial(encode_cohort, precision="fp32", channels_last=False, device="cpu", batch_size=1)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def volumes(n: int, seed: int) -> dict[str, np.ndarray]:

@@ -14,7 +14,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import SimpleITK as sitk
-import torch
 import yaml
 
 from ctsurv.errors import DataError
@@ -31,12 +30,7 @@ ENCODER = {"checkpoint": None, "layers": [1, 1, 1, 1], "width": 4, "seed": 0, "t
            "precision": "fp32", "channels_last": False, "workers": 0, "pretrain": False}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_a_study_keeps_its_shard_when_studies_are_added():
