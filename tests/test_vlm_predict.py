@@ -9,20 +9,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from vlm_fixtures import ANSWERS, QUESTIONS, SENTENCES, cached_decoder, tiny_store
+from vlm_fixtures import QUESTIONS, SENTENCES, cached_decoder, question_records, tiny_store
 
 from ctsurv.cli import main
 
 LORA = {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]}
 N = 16
 PAIRS = [(f"q{i}", q) for i, q in enumerate(QUESTIONS)]
-
-
-def _records(ids):
-    return [{"id": f"{sid}-{q}", "image": f"{sid}.nii.gz", "study_id": sid, "question_ids": [f"q{q}"],
-             "conversations": [{"from": "human", "value": f"{SENTENCES[0]}\n<image>\n{QUESTIONS[q]}"},
-                               {"from": "gpt", "value": ANSWERS[(i + q) % len(ANSWERS)]}]}
-            for i, sid in enumerate(ids) for q in range(len(QUESTIONS))]
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +41,7 @@ def world(tmp_path_factory):
     paths = {}
     for s in ("train", "val", "test"):
         paths[s] = tmp / f"{s}.json"
-        paths[s].write_text(json.dumps(_records([i for i, sp in zip(ids, split) if sp == s])), encoding="utf-8")
+        paths[s].write_text(json.dumps(question_records([i for i, sp in zip(ids, split) if sp == s])), encoding="utf-8")
     shutil.copytree(cached_decoder(), tmp / "run" / "decoder")
     torch.manual_seed(0)
     vlm = build(tmp / "run" / "decoder", 8, 4, lora=LORA, feature_fingerprint="tiny-encoder")

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import torch
 
-from vlm_fixtures import ANSWERS, QUESTIONS, SENTENCES, tiny_decoder, tiny_store
+from vlm_fixtures import QUESTIONS, question_records, tiny_decoder, tiny_store
 
 from ctsurv.vlm.ensemble import ensemble_risks, patient_tables
 from ctsurv.vlm.data import collate
@@ -29,13 +29,6 @@ N = 30
 def _pinned():
     torch.set_num_threads(1)
     torch.manual_seed(0)
-
-
-def _records(ids, sentence=SENTENCES[0]):
-    return [{"id": f"{sid}-{q}", "image": f"{sid}.nii.gz", "study_id": sid, "question_ids": [f"q{q}"],
-             "conversations": [{"from": "human", "value": f"{sentence}\n<image>\n{QUESTIONS[q]}"},
-                               {"from": "gpt", "value": ANSWERS[(i + q) % len(ANSWERS)]}]}
-            for i, sid in enumerate(ids) for q in range(len(QUESTIONS))]
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +48,7 @@ def world(tmp_path_factory):
     paths = {}
     for s in ("train", "val", "test"):
         paths[s] = tmp / f"{s}.json"
-        paths[s].write_text(json.dumps(_records([i for i, sp in zip(ids, split) if sp == s])), encoding="utf-8")
+        paths[s].write_text(json.dumps(question_records([i for i, sp in zip(ids, split) if sp == s])), encoding="utf-8")
     return {"tmp": tmp, "ids": ids, "decoder": decoder, "store": store, "cohort": cohort, "paths": paths}
 
 

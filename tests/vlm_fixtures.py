@@ -130,6 +130,15 @@ def tiny_records(study_ids: Sequence[str], answers: Sequence[str] | None = None,
     return records
 
 
+
+def question_records(study_ids: Sequence[str], sentence: str = SENTENCES[0]) -> list[dict]:
+    """One record per (study, question of QUESTIONS), ids ``{study}-{q}``; answer (i + q) for study i (cycled)."""
+    return [{"id": f"{sid}-{q}", "image": f"{sid}.nii.gz", "study_id": sid, "question_ids": [f"q{q}"],
+             "conversations": [{"from": "human", "value": f"{sentence}\n<image>\n{QUESTIONS[q]}"},
+                               {"from": "gpt", "value": ANSWERS[(i + q) % len(ANSWERS)]}]}
+            for i, sid in enumerate(study_ids) for q in range(len(QUESTIONS))]
+
+
 _CACHE_ROOT: list[Path] = []
 
 
