@@ -95,20 +95,26 @@ def test_clinical_ranges_must_make_sense(schema, demo):
     assert "clinical.sex': min/max apply to int and float columns" in str(err.value)
 
 
-def test_the_workflow_refuses_a_duplicate_key_in_a_config_file(repo, tmp_path):
+def dry_run_with(repo, tmp_path, name: str, text: str):
+    """``snakemake -n`` of the repository's workflow in ``tmp_path`` with the shipped config and the
+    config file ``name`` holding ``text`` on top; the finished process."""
     import shutil
     import subprocess
     import sys
     from pathlib import Path
 
     (tmp_path / "config").mkdir()
-    for name in ("config.yaml", "questions.yaml"):
-        shutil.copy(repo / "config" / name, tmp_path / "config" / name)
-    (tmp_path / "dup.yaml").write_text("imaging:\n  size: [8, 8, 8]\n  size: [9, 9, 9]\n", encoding="utf-8")
+    for shipped in ("config.yaml", "questions.yaml"):
+        shutil.copy(repo / "config" / shipped, tmp_path / "config" / shipped)
+    (tmp_path / name).write_text(text, encoding="utf-8")
     snakemake = Path(sys.executable).with_name("snakemake")
-    run = subprocess.run([str(snakemake), "-s", str(repo / "Snakefile"), "--directory", str(tmp_path), "-n", "--cores", "1",
-                          "--configfile", str(tmp_path / "config/config.yaml"), str(tmp_path / "dup.yaml")],
-                         capture_output=True, text=True, timeout=300)
+    return subprocess.run([str(snakemake), "-s", str(repo / "Snakefile"), "--directory", str(tmp_path), "-n", "--cores", "1",
+                           "--configfile", str(tmp_path / "config/config.yaml"), str(tmp_path / name)],
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_the_workflow_refuses_a_duplicate_key_in_a_config_file(repo, tmp_path):
+    run = dry_run_with(repo, tmp_path, "dup.yaml", "imaging:\n  size: [8, 8, 8]\n  size: [9, 9, 9]\n")
     assert run.returncode != 0
     assert "dup.yaml, line 3: key 'size' is given twice" in run.stdout + run.stderr
 
@@ -305,19 +311,7 @@ def test_every_input_path_of_the_config_is_checked_under_its_own_key(schema, dem
 
 def test_the_workflow_checks_input_paths_before_any_job(repo, tmp_path):
     """A missing BERTScore model was reported as 'text_encoder.model', after every answer was generated."""
-    import shutil
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    (tmp_path / "config").mkdir()
-    for name in ("config.yaml", "questions.yaml"):
-        shutil.copy(repo / "config" / name, tmp_path / "config" / name)
-    (tmp_path / "paths.yaml").write_text("vlm:\n  evaluate:\n    bertscore_model: models/no-such-bert\n", encoding="utf-8")
-    snakemake = Path(sys.executable).with_name("snakemake")
-    run = subprocess.run([str(snakemake), "-s", str(repo / "Snakefile"), "--directory", str(tmp_path), "-n", "--cores", "1",
-                          "--configfile", str(tmp_path / "config/config.yaml"), str(tmp_path / "paths.yaml")],
-                         capture_output=True, text=True, timeout=300)
+    run = dry_run_with(repo, tmp_path, "paths.yaml", "vlm:\n  evaluate:\n    bertscore_model: models/no-such-bert\n")
     out = run.stdout + run.stderr
     assert run.returncode != 0
     assert "key 'vlm.evaluate.bertscore_model': models/no-such-bert (the BERTScore model" in out and "not found" in out
