@@ -71,28 +71,24 @@ def pooled_features(study_ids: Sequence[str], cache_dir: str | Path, model, batc
 
 def store_precision(store_dir: str | Path, default: str) -> str:
     """The precision a feature store was encoded in (its ``encoder.json``), else ``default``."""
-    import json
-
-    from .encode import FINGERPRINT_FILE
-
-    meta = Path(store_dir) / FINGERPRINT_FILE
-    if meta.exists():
-        recorded = json.loads(meta.read_text(encoding="utf-8")).get("precision")
-        if recorded in ("fp32", "bf16"):
-            return recorded
-    return default
+    return _store_setting(store_dir, "precision", ("fp32", "bf16"), default)
 
 
 def store_token_mode(store_dir: str | Path, default: str) -> str:
     """The token mode ("inplane" or "all") a feature store was encoded with (its ``encoder.json``), else ``default``."""
+    return _store_setting(store_dir, "token_mode", ("inplane", "all"), default)
+
+
+def _store_setting(store_dir: str | Path, key: str, known: tuple[str, ...], default: str) -> str:
+    """``key`` of the store's ``encoder.json`` when it is one of ``known``, else ``default``."""
     import json
 
     from .encode import FINGERPRINT_FILE
 
     meta = Path(store_dir) / FINGERPRINT_FILE
     if meta.exists():
-        recorded = json.loads(meta.read_text(encoding="utf-8")).get("token_mode")
-        if recorded in ("inplane", "all"):
+        recorded = json.loads(meta.read_text(encoding="utf-8")).get(key)
+        if recorded in known:
             return recorded
     return default
 
