@@ -81,16 +81,10 @@ def store_token_mode(store_dir: str | Path, default: str) -> str:
 
 def _store_setting(store_dir: str | Path, key: str, known: tuple[str, ...], default: str) -> str:
     """``key`` of the store's ``encoder.json`` when it is one of ``known``, else ``default``."""
-    import json
+    from .stamps import read_store_meta
 
-    from .encode import FINGERPRINT_FILE
-
-    meta = Path(store_dir) / FINGERPRINT_FILE
-    if meta.exists():
-        recorded = json.loads(meta.read_text(encoding="utf-8")).get(key)
-        if recorded in known:
-            return recorded
-    return default
+    recorded = read_store_meta(store_dir).get(key)
+    return recorded if recorded in known else default
 
 
 def probe_dataset(

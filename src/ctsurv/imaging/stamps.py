@@ -17,6 +17,13 @@ from ..errors import DataError
 FINGERPRINT_FILE = "encoder.json"
 
 
+def read_store_meta(store) -> dict:
+    """A feature store's ``encoder.json`` (``store``: its folder or a ``FeatureStore``); {} when
+    it has none.  The one reader of that file for training, evaluation and the probes."""
+    meta = Path(getattr(store, "path", store)) / FINGERPRINT_FILE
+    return json.loads(meta.read_text(encoding="utf-8")) if meta.is_file() else {}
+
+
 def volumes_fingerprint(study_ids: list[str], stamps: dict[str, str]) -> str:
     """One hash of the studies' volume stamps, in store order."""
     return hashlib.sha256(json.dumps([[s, stamps[s]] for s in study_ids]).encode()).hexdigest()

@@ -22,7 +22,6 @@ encoder's fingerprint: the projector learned that encoder's features.
 
 from __future__ import annotations
 
-import json
 import copy
 import logging
 import os
@@ -143,8 +142,9 @@ def check_fingerprint(config: VLMConfig, model_name: str | Path | None, feature_
 def store_fingerprint(store) -> str | None:
     """The encoder fingerprint of a feature store (a path or a ``FeatureStore``): its
     ``encoder.json["fingerprint"]``, None when the store has no ``encoder.json``."""
-    meta = Path(getattr(store, "path", store)) / "encoder.json"
-    return json.loads(meta.read_text(encoding="utf-8")).get("fingerprint") if meta.is_file() else None
+    from ..imaging.stamps import read_store_meta
+
+    return read_store_meta(store).get("fingerprint")
 
 
 def load(

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from ..errors import CtsurvError, DataError
 from ..hashing import file_sha256
+from ..imaging.stamps import read_store_meta
 
 log = logging.getLogger(__name__)
 
@@ -282,14 +283,6 @@ def encoder_record_for(imaging: dict | None, store_meta: dict, what: str = "mode
                     "the --encoder-* flags", what, record["checkpoint"], str(record["fingerprint"])[:16])
         return None
     return record
-
-
-def read_store_meta(store: str | Path) -> dict:
-    """A feature store's ``encoder.json`` ({} when it has none)."""
-    import json
-
-    meta = Path(store) / "encoder.json"
-    return json.loads(meta.read_text(encoding="utf-8")) if meta.is_file() else {}
 
 
 def add_encoder_record(folder: str | Path, imaging: dict, store: str | Path) -> None:

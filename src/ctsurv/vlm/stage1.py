@@ -67,8 +67,9 @@ def build_stage1_model(decoder: str | Path, stores: Sequence[FeatureStore], vlm:
     ``imaging``: :func:`.locate.imaging_params` of the config; the model folder then records
     the encoder and preprocessing that made the stores (``ctsurv ask --image`` needs no flag).
     """
+    from ..imaging.stamps import read_store_meta
     from . import build
-    from .locate import encoder_record_for, read_store_meta
+    from .locate import encoder_record_for
 
     shapes = {tuple(s.array("tokens").shape[1:]) for s in stores}
     prints = {store_fingerprint(s) for s in stores}
